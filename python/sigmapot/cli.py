@@ -1,0 +1,148 @@
+"""Command line: sigmapot train | export | info | evaluate | plugin-path."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import load_train_config
+    from .train import train
+
+    overrides = {"train": args.data, "validation": args.validation,
+                 "validation_fraction": args.validation_fraction, "output": args.output,
+                 "epochs": args.epochs, "time_budget_min": args.time_budget, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "seed": args.seed, "threads": args.threads, "init": args.init,
+                 "energy_weight": args.energy_weight, "force_weight": args.force_weight,
+                 "stress_weight": args.stress_weight, "model.cutoff": args.cutoff,
+                 "model.ensemble_size": args.ensemble_size, "model.num_channels": args.channels,
+                 "model.elements": args.elements}
+    config = load_train_config(args.config, overrides)
+    run = train(config, resume=args.resume, progress=not args.quiet)
+    print(f"run directory: {run}\nexported model: {run / 'model.pt'}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    import torch
+
+    from .export import export_model
+    from .train import load_run
+
+    model, meta = load_run(args.run_dir)
+    path = export_model(model, args.output, dtype=getattr(torch, args.dtype), metadata=meta)
+    print(f"wrote {path}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .export import load_exported, read_metadata
+
+    meta = read_metadata(load_exported(args.model))
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return
+    print(f"sigmapot model {args.model}")
+    for key in ("format_version", "package_version", "elements", "cutoff", "ensemble_size", "dtype", "units"):
+        print(f"  {key:16s} {meta.get(key)}")
+    cal = meta.get("calibration")
+    if cal:
+        print(f"  calibration      sigma_F = {cal['force_scale']:.4g} raw^{cal['force_exponent']:.3g}, "
+              f"interval {cal['coverage']:.0%} = {cal['force_quantile']:.3g} sigma_F, "
+              f"sigma_E scale {cal['energy_scale']:.3g} ({cal['n_atoms']} atoms)")
+    data = meta.get("training_data", {}).get("train")
+    if data:
+        print(f"  training data    {data['frames']} frames, {data['atoms']} atoms, sha256 {data['sha256'][:16]}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    report = evaluate(args.model, args.data, plots=args.plots, json_path=args.json)
+    a = report["all"]
+    print(f"{a['frames']} frames, {a['atoms']} atoms")
+    print(f"energy MAE {a['energy_mae_meV_atom']:.2f} meV/atom  RMSE {a['energy_rmse_meV_atom']:.2f}")
+    print(f"force  MAE {a['force_mae']:.4f} eV/A     RMSE {a['force_rmse']:.4f}")
+    if "stress_mae_GPa" in a:
+        print(f"stress MAE {a['stress_mae_GPa']:.3f} GPa")
+    print(f"uncertainty: Spearman(sigma_F, |dF|) {a['force_sigma_spearman']:.3f}, "
+          f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%}, "
+          f"miscalibration area {a['miscalibration_area']:.3f}")
+    for ct, m in report["per_config_type"].items():
+        print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "
+              f"({m['frames']} frames)")
+
+
+def _plugin_path(args: argparse.Namespace) -> None:
+    from .lammps import plugin_path
+
+    print(plugin_path())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sigmapot", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an ensemble on DFT data, calibrate it and export it")
+    t.add_argument("config", nargs="?", help="YAML config (flags below override its keys)")
+    t.add_argument("--data", nargs="+", help="training data files (anything ASE reads)")
+    t.add_argument("--validation", help="validation file (default: carve a fraction out of the data)")
+    t.add_argument("--validation-fraction", type=float)
+    t.add_argument("-o", "--output", help="run directory")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--time-budget", type=float, help="stop after this many minutes")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    t.add_argument("--cutoff", type=float)
+    t.add_argument("--ensemble-size", type=int)
+    t.add_argument("--channels", type=int)
+    t.add_argument("--elements", nargs="+")
+    t.add_argument("--energy-weight", type=float)
+    t.add_argument("--force-weight", type=float)
+    t.add_argument("--stress-weight", type=float)
+    t.add_argument("--init", help="fine-tune from a run directory, final.pt or exported model")
+    t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("export", help="write one TorchScript file from a finished run")
+    e.add_argument("run_dir")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    e.set_defaults(func=_export)
+
+    i = sub.add_parser("info", help="print an exported model's metadata")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+
+    v = sub.add_parser("evaluate", help="errors and uncertainty quality on labelled data")
+    v.add_argument("model")
+    v.add_argument("data")
+    v.add_argument("--plots", help="directory for parity and calibration PNGs")
+    v.add_argument("--json", help="write the full report as JSON")
+    v.set_defaults(func=_evaluate)
+
+    pp = sub.add_parser("plugin-path", help="print the path of the LAMMPS plugin library")
+    pp.set_defaults(func=_plugin_path)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+    from .data import DataError
+    from .export import ModelFileError
+
+    try:
+        args.func(args)
+    except (ConfigError, DataError, ModelFileError, FileNotFoundError) as exc:
+        print(f"sigmapot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Typed configuration, validated once at the edge (YAML file or command line); the rest trusts it."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range; the message says how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    elements: List[str] = field(default_factory=list)
+    cutoff: float = 5.0
+    num_radial: int = 8
+    num_channels: int = 16
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    ensemble_size: int = 4
+    envelope_p: int = 6
+
+    def validate(self) -> None:
+        from ase.data import atomic_numbers
+
+        if not self.elements:
+            raise ConfigError("model.elements is empty: name at least one chemical symbol")
+        unknown = [e for e in self.elements if e not in atomic_numbers]
+        if unknown:
+            raise ConfigError(f"model.elements: {unknown} are not chemical symbols")
+        if len(set(self.elements)) != len(self.elements):
+            raise ConfigError(f"model.elements has duplicates: {self.elements}")
+        _positive("model.cutoff", self.cutoff)
+        for name in ("num_radial", "num_channels", "envelope_p"):
+            _positive(f"model.{name}", getattr(self, name))
+        if self.ensemble_size < 2:
+            raise ConfigError("model.ensemble_size must be >= 2 (the spread of the members is the uncertainty)")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ConfigError(f"model.hidden must be a non-empty list of positive widths, got {self.hidden}")
+
+
+@dataclass
+class TrainConfig:
+    train: List[str] = field(default_factory=list)
+    validation: Optional[str] = None
+    validation_fraction: float = 0.1
+    output: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 200
+    time_budget_min: Optional[float] = None
+    batch_size: int = 4
+    learning_rate: float = 5e-3
+    min_learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    stress_weight: float = 0.0
+    patience: int = 50
+    ema_decay: float = 0.99
+    seed: int = 0
+    threads: Optional[int] = None
+    coverage: float = 0.9
+    init: Optional[str] = None
+    max_frames: Optional[int] = None
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("'train' is empty: give at least one data file (extxyz or anything ASE reads)")
+        for path in self.train + ([self.validation] if self.validation else []):
+            if not Path(path).is_file():
+                raise ConfigError(f"data file '{path}' does not exist (paths are relative to the "
+                                  "directory you run sigmapot in)")
+        if not 0.0 < self.validation_fraction < 1.0 and self.validation is None:
+            raise ConfigError("validation_fraction must lie in (0, 1) when no validation file is given")
+        for name in ("epochs", "batch_size", "patience"):
+            _positive(name, getattr(self, name))
+        for name in ("learning_rate", "min_learning_rate"):
+            _positive(name, getattr(self, name))
+        for name in ("energy_weight", "force_weight", "stress_weight", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.coverage < 1.0:
+            raise ConfigError(f"coverage must lie in (0, 1), got {self.coverage}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.model.elements:
+            self.model.validate()
+
+
+def _positive(name: str, value: Any) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def _build(cls, data: Dict[str, Any], where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, list(names), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {sorted(names)}"
+            raise ConfigError(f"unknown key '{key}' in {where}{hint}")
+        if key == "model":
+            if not isinstance(value, dict):
+                raise ConfigError(f"'model' in {where} must be a mapping")
+            value = _build(ModelConfig, value, f"{where}: model")
+        elif key == "train" and isinstance(value, str):
+            value = [value]
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_train_config(path: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
+    """Read a YAML config (safe loader), apply command-line overrides (dotted keys for the model)."""
+    data: Dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        with open(path) as fh:
+            loaded = yaml.safe_load(fh)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+        data = loaded
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("model."):
+            data.setdefault("model", {})[key[len("model."):]] = value
+        else:
+            data[key] = value
+    config = _build(TrainConfig, data, path or "command line")
+    config.validate()
+    return config

@@ -1,0 +1,177 @@
+"""Reading and checking DFT frames, precomputing neighbour lists, and batching them for training."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .neighbors import neighbor_list
+
+
+class DataError(ValueError):
+    """Training or evaluation data is unusable; the message names the file and frame."""
+
+
+@dataclass
+class Frame:
+    symbols: List[str]
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    energy: float
+    forces: np.ndarray
+    stress: Optional[np.ndarray]  # 3x3, eV/A^3, ASE sign convention
+    config_type: str
+    source: str
+
+    @property
+    def natoms(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def volume(self) -> float:
+        return abs(float(np.linalg.det(self.cell)))
+
+
+def read_frames(path: str | Path) -> List[Frame]:
+    """Read every frame of a file ASE can read; check energies, forces and stresses."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file '{path}' does not exist")
+    try:
+        images = ase.io.read(str(path), index=":")
+    except Exception as exc:
+        raise DataError(f"cannot read '{path}' with ASE ({type(exc).__name__}: {exc}); give an "
+                        "extended XYZ file or another format ASE reads") from None
+    if not isinstance(images, list):
+        images = [images]
+    if not images:
+        raise DataError(f"'{path}' holds no frames")
+    frames = []
+    for k, atoms in enumerate(images):
+        where = f"'{path}' frame {k}"
+        if len(atoms) == 0:
+            raise DataError(f"{where} has no atoms")
+        calc = atoms.calc
+        results = calc.results if calc is not None else {}
+        energy = results.get("energy", atoms.info.get("energy"))
+        forces = results.get("forces", atoms.arrays.get("forces"))
+        if energy is None or forces is None:
+            raise DataError(f"{where} lacks {'energy' if energy is None else 'forces'}; every "
+                            "training frame needs a total energy (eV) and per-atom forces (eV/A)")
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (len(atoms), 3):
+            raise DataError(f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
+        stress = results.get("stress", atoms.info.get("stress"))
+        if stress is not None:
+            stress = np.asarray(stress, dtype=np.float64)
+            if stress.shape == (6,):
+                from ase.stress import voigt_6_to_full_3x3_stress
+                stress = voigt_6_to_full_3x3_stress(stress)
+            if stress.shape != (3, 3):
+                raise DataError(f"{where}: stress has shape {stress.shape}, expected (3, 3) or (6,)")
+        for name, value in (("energy", energy), ("forces", forces), ("positions", atoms.positions),
+                            ("stress", stress if stress is not None else 0.0)):
+            if not np.isfinite(value).all():
+                raise DataError(f"{where}: {name} contains NaN or Inf; remove or fix that frame")
+        frames.append(Frame(symbols=atoms.get_chemical_symbols(), positions=atoms.positions.copy(),
+                            cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy(), energy=float(energy),
+                            forces=forces, stress=stress if stress is not None and atoms.pbc.all()
+                            else None, config_type=str(atoms.info.get("config_type", "default")),
+                            source=f"{path}:{k}"))
+    return frames
+
+
+def data_hash(frames: Sequence[Frame]) -> str:
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(" ".join(f.symbols).encode())
+        for arr in (f.positions, f.cell, f.forces, np.array([f.energy])):
+            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def summarize(frames: Sequence[Frame]) -> Dict[str, object]:
+    counts: Dict[str, int] = {}
+    for f in frames:
+        for s in f.symbols:
+            counts[s] = counts.get(s, 0) + 1
+    types: Dict[str, int] = {}
+    for f in frames:
+        types[f.config_type] = types.get(f.config_type, 0) + 1
+    return {"frames": len(frames), "atoms": int(sum(f.natoms for f in frames)),
+            "element_counts": counts, "config_types": types, "sha256": data_hash(frames)}
+
+
+@dataclass
+class Graph:
+    """One frame as model input: species, edges and targets (torch tensors, float64)."""
+    species: torch.Tensor
+    center: torch.Tensor
+    neighbor: torch.Tensor
+    vec: torch.Tensor
+    energy: torch.Tensor
+    forces: torch.Tensor
+    stress: Optional[torch.Tensor]
+    volume: float
+    natoms: int
+
+
+def to_graph(frame: Frame, elements: List[str], cutoff: float) -> Graph:
+    index = {el: k for k, el in enumerate(elements)}
+    missing = sorted(set(frame.symbols) - set(index))
+    if missing:
+        raise DataError(f"{frame.source} has element(s) {missing} that the model does not have "
+                        f"({elements}); add them to model.elements or to the training data")
+    i, j, vec = neighbor_list(frame.positions, frame.cell, frame.pbc, cutoff)
+    return Graph(species=torch.tensor([index[s] for s in frame.symbols], dtype=torch.long),
+                 center=torch.from_numpy(i), neighbor=torch.from_numpy(j),
+                 vec=torch.from_numpy(vec), energy=torch.tensor(frame.energy, dtype=torch.float64),
+                 forces=torch.from_numpy(frame.forces),
+                 stress=None if frame.stress is None else torch.from_numpy(frame.stress),
+                 volume=frame.volume, natoms=frame.natoms)
+
+
+@dataclass
+class Batch:
+    species: torch.Tensor
+    center: torch.Tensor
+    neighbor: torch.Tensor
+    vec: torch.Tensor
+    frame_of_atom: torch.Tensor
+    frame_of_edge: torch.Tensor
+    natoms: torch.Tensor
+    energy: torch.Tensor
+    forces: torch.Tensor
+    stress: torch.Tensor        # (B, 3, 3), zeros where absent
+    has_stress: torch.Tensor    # (B,) bool
+    volume: torch.Tensor
+    n_frames: int
+
+
+def collate(graphs: Sequence[Graph]) -> Batch:
+    offsets = np.cumsum([0] + [g.natoms for g in graphs])
+    return Batch(
+        species=torch.cat([g.species for g in graphs]),
+        center=torch.cat([g.center + int(o) for g, o in zip(graphs, offsets)]),
+        neighbor=torch.cat([g.neighbor + int(o) for g, o in zip(graphs, offsets)]),
+        vec=torch.cat([g.vec for g in graphs]),
+        frame_of_atom=torch.cat([torch.full((g.natoms,), k, dtype=torch.long)
+                                 for k, g in enumerate(graphs)]),
+        frame_of_edge=torch.cat([torch.full((g.center.numel(),), k, dtype=torch.long)
+                                 for k, g in enumerate(graphs)]),
+        natoms=torch.tensor([g.natoms for g in graphs], dtype=torch.float64),
+        energy=torch.stack([g.energy for g in graphs]),
+        forces=torch.cat([g.forces for g in graphs]),
+        stress=torch.stack([g.stress if g.stress is not None else torch.zeros(3, 3, dtype=torch.float64)
+                            for g in graphs]),
+        has_stress=torch.tensor([g.stress is not None for g in graphs]),
+        volume=torch.tensor([g.volume for g in graphs], dtype=torch.float64),
+        n_frames=len(graphs),
+    )

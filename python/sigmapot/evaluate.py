@@ -1,0 +1,135 @@
+"""Error and uncertainty-quality metrics of an exported model on labelled frames, with plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .calculator import SigmaCalculator
+from .data import Frame, read_frames
+
+EV_A3_TO_GPA = 160.21766208
+NOMINAL = np.linspace(0.05, 0.95, 19)
+
+
+def predict_frames(calc: SigmaCalculator, frames: Sequence[Frame]) -> List[Dict[str, np.ndarray]]:
+    from ase import Atoms
+
+    out = []
+    for f in frames:
+        atoms = Atoms(symbols=f.symbols, positions=f.positions, cell=f.cell, pbc=f.pbc)
+        atoms.calc = calc
+        props = ["energy", "forces"] + (["stress"] if f.pbc.all() else [])
+        calc.calculate(atoms, props)
+        out.append(dict(calc.results))
+    return out
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+    return float(spearmanr(x, y).statistic)
+
+
+def error_metrics(frames: Sequence[Frame], preds: Sequence[Dict]) -> Dict[str, float]:
+    de = np.array([(p["energy"] - f.energy) / f.natoms for f, p in zip(frames, preds)])
+    df = np.concatenate([(p["forces"] - f.forces).ravel() for f, p in zip(frames, preds)])
+    out = {"frames": len(frames), "atoms": int(sum(f.natoms for f in frames)),
+           "energy_mae_meV_atom": 1000 * float(np.abs(de).mean()),
+           "energy_rmse_meV_atom": 1000 * float(np.sqrt((de ** 2).mean())),
+           "force_mae": float(np.abs(df).mean()), "force_rmse": float(np.sqrt((df ** 2).mean()))}
+    ds = [(p["stress"] - _voigt(f.stress)) for f, p in zip(frames, preds)
+          if f.stress is not None and "stress" in p]
+    if ds:
+        out["stress_mae_GPa"] = EV_A3_TO_GPA * float(np.abs(np.concatenate(ds)).mean())
+    return out
+
+
+def _voigt(s: np.ndarray) -> np.ndarray:
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+
+def uncertainty_metrics(frames: Sequence[Frame], preds: Sequence[Dict], coverage: float) -> Dict[str, float]:
+    """Spearman(sigma_F, |dF|), observed coverage of the calibrated interval, miscalibration area.
+
+    The miscalibration area compares, at each nominal level p, the share of atoms whose error norm lies
+    inside the central p-interval of the predicted error distribution (Maxwell with RMS sigma_F).
+    """
+    from scipy.stats import chi
+
+    err = np.concatenate([np.linalg.norm(p["forces"] - f.forces, axis=1) for f, p in zip(frames, preds)])
+    sig = np.concatenate([p["forces_std"] for p in preds])
+    half = np.concatenate([p["forces_interval"] for p in preds])
+    z = err / np.maximum(sig / np.sqrt(3.0), 1e-12)
+    observed = np.array([np.mean(z <= chi.ppf(p, 3)) for p in NOMINAL])
+    return {"force_sigma_spearman": spearman(sig, err),
+            "force_rms_error": float(np.sqrt(np.mean(err ** 2))),
+            "force_rms_sigma": float(np.sqrt(np.mean(sig ** 2))),
+            "interval_nominal_coverage": coverage,
+            "interval_observed_coverage": float(np.mean(err <= half)),
+            "miscalibration_area": float(np.trapezoid(np.abs(observed - NOMINAL), NOMINAL)),
+            "observed_at_nominal": dict(zip([f"{p:.2f}" for p in NOMINAL], observed.round(4).tolist()))}
+
+
+def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Optional[str] = None) -> Dict:
+    calc = SigmaCalculator(model)
+    frames = read_frames(data)
+    preds = predict_frames(calc, frames)
+    coverage = float(calc.metadata.get("calibration", {}).get("coverage", 0.9))
+    report: Dict = {"model": str(model), "data": str(data), "all": error_metrics(frames, preds)}
+    report["all"].update(uncertainty_metrics(frames, preds, coverage))
+    report["per_config_type"] = {}
+    for ct in sorted({f.config_type for f in frames}):
+        idx = [k for k, f in enumerate(frames) if f.config_type == ct]
+        report["per_config_type"][ct] = error_metrics([frames[k] for k in idx], [preds[k] for k in idx])
+    if plots:
+        make_plots(frames, preds, Path(plots), report)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def make_plots(frames: Sequence[Frame], preds: Sequence[Dict], out: Path, report: Dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    e_dft = [f.energy / f.natoms for f in frames]
+    e_ml = [p["energy"] / f.natoms for f, p in zip(frames, preds)]
+    axes[0].scatter(e_dft, e_ml, s=10)
+    lim = [min(e_dft), max(e_dft)]
+    axes[0].plot(lim, lim, "k--", lw=0.8)
+    axes[0].set(xlabel="DFT energy (eV/atom)", ylabel="sigmapot energy (eV/atom)",
+                title=f"MAE {report['all']['energy_mae_meV_atom']:.2f} meV/atom")
+    f_dft = np.concatenate([f.forces.ravel() for f in frames])
+    f_ml = np.concatenate([p["forces"].ravel() for p in preds])
+    axes[1].scatter(f_dft, f_ml, s=2, alpha=0.4)
+    lim = [f_dft.min(), f_dft.max()]
+    axes[1].plot(lim, lim, "k--", lw=0.8)
+    axes[1].set(xlabel="DFT force (eV/Å)", ylabel="sigmapot force (eV/Å)",
+                title=f"MAE {report['all']['force_mae']:.3f} eV/Å")
+    fig.tight_layout()
+    fig.savefig(out / "parity.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    err = np.concatenate([np.linalg.norm(p["forces"] - f.forces, axis=1) for f, p in zip(frames, preds)])
+    sig = np.concatenate([p["forces_std"] for p in preds])
+    axes[0].loglog(sig, err, ".", ms=2, alpha=0.4)
+    lim = [max(min(sig.min(), err[err > 0].min()), 1e-4), max(sig.max(), err.max())]
+    axes[0].plot(lim, lim, "k--", lw=0.8)
+    axes[0].set(xlabel="calibrated σ_F (eV/Å)", ylabel="|ΔF| (eV/Å)",
+                title=f"Spearman {report['all']['force_sigma_spearman']:.2f}")
+    obs = list(report["all"]["observed_at_nominal"].values())
+    axes[1].plot(NOMINAL, obs, "o-", label="sigmapot")
+    axes[1].plot([0, 1], [0, 1], "k--", lw=0.8, label="ideal")
+    axes[1].set(xlabel="nominal coverage", ylabel="observed coverage",
+                title=f"miscalibration area {report['all']['miscalibration_area']:.3f}")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "calibration.png", dpi=120)
+    plt.close(fig)

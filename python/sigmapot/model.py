@@ -1,0 +1,303 @@
+"""The sigmapot potential: a strictly local, many-body ensemble of M members evaluated in one call.
+
+Descriptor (per atom i, per member m, per radial channel k), in the spirit of moment tensor / ACE /
+Gaussian-multipole descriptors:
+
+    A^(l)_{ik} = sum_{j in r_c} R_k(r_ij, z_j) u_ij^{(x)l},   l = 0..3,  u = r_ij / |r_ij|
+
+with learnable radial channels R_k (a Bessel basis times a smooth envelope, mixed linearly, scaled per
+neighbour element).  Rotation invariants of body order 2..4 are contracted from the moments
+(A0, A1.A1', A2:A2', A3:A3', A1.A2'.A1, tr(A2 A2' A2), A1.A3:A2; a prime marks a learnable channel mix)
+and fed, with the centre's element, to a per-member MLP that gives the atomic energy.
+
+All members are held as batched parameters with a leading member dimension, so one call evaluates the
+whole ensemble with a few batched matrix products.  Forces, virials and per-member forces come from
+autograd w.r.t. the edge vectors r_ij (see `forward`), which is what makes one code path serve ASE
+(periodic images as shifted edge vectors) and LAMMPS (ghost atoms).
+"""
+
+import math
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+# Symmetric Cartesian monomials of a unit vector up to degree 3: column c of `_monomials` is
+# prod_a u_a^{_POWERS[c][a]}.  Moments are accumulated on these 20 columns, then expanded to full
+# 3, 3x3, 3x3x3 tensors with the index maps below.
+_POWERS = [
+    (0, 0, 0),
+    (1, 0, 0), (0, 1, 0), (0, 0, 1),
+    (2, 0, 0), (1, 1, 0), (1, 0, 1), (0, 2, 0), (0, 1, 1), (0, 0, 2),
+    (3, 0, 0), (2, 1, 0), (2, 0, 1), (1, 2, 0), (1, 1, 1), (1, 0, 2), (0, 3, 0), (0, 2, 1), (0, 1, 2),
+    (0, 0, 3),
+]
+
+
+def _full_index(rank: int) -> List[int]:
+    """Map every full Cartesian index (a, b, ...) of the given rank to its monomial column."""
+    cols = []
+    for flat in range(3 ** rank):
+        powers = [0, 0, 0]
+        for _ in range(rank):
+            powers[flat % 3] += 1
+            flat //= 3
+        cols.append(_POWERS.index(tuple(powers)))
+    return cols
+
+
+def bessel_basis(r: torch.Tensor, cutoff: float, num_radial: int, envelope_p: int) -> torch.Tensor:
+    """sqrt(2/rc) sin(n pi r / rc) / r times a polynomial envelope that is C^2-smooth and zero at rc.
+
+    Finite at r -> 0 (the sine removes the 1/r pole), exactly zero for r >= rc.
+    """
+    n = torch.arange(1, num_radial + 1, dtype=r.dtype, device=r.device)
+    x = (r / cutoff).clamp(max=1.0)
+    p = float(envelope_p)
+    env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x.pow(p) + p * (p + 2.0) * x.pow(p + 1.0)
+           - p * (p + 1.0) / 2.0 * x.pow(p + 2.0))
+    env = torch.where(r < cutoff, env, torch.zeros_like(env))
+    r_safe = r.clamp(min=1e-4 * cutoff).unsqueeze(-1)
+    arg = n * math.pi / cutoff * r_safe
+    return math.sqrt(2.0 / cutoff) * torch.sin(arg) / r_safe * env.unsqueeze(-1)
+
+
+class SigmaModel(nn.Module):
+    """Ensemble of `ensemble_size` independent moment-tensor networks (batched parameters).
+
+    TorchScript-compatible: `sigmapot.export` scripts an instance of this class as it is.
+    """
+
+    format_version: int
+    model_kind: str
+    cutoff: float
+    ensemble_size: int
+    num_radial: int
+    num_channels: int
+    envelope_p: int
+    num_elements: int
+    num_layers: int
+    elements: List[str]
+    dtype_name: str
+    metadata_json: str
+
+    def __init__(self, config: ModelConfig, seed: int = 0):
+        super().__init__()
+        config.validate()
+        self.format_version = 1
+        self.model_kind = "sigmapot"
+        self.elements = list(config.elements)
+        self.num_elements = len(self.elements)
+        self.cutoff = float(config.cutoff)
+        self.ensemble_size = int(config.ensemble_size)
+        self.num_radial = int(config.num_radial)
+        self.num_channels = int(config.num_channels)
+        self.envelope_p = int(config.envelope_p)
+        self.dtype_name = "float64"
+        self.metadata_json = "{}"
+
+        gen = torch.Generator().manual_seed(seed)
+        M, K, Z, Nb = self.ensemble_size, self.num_channels, self.num_elements, self.num_radial
+
+        def uniform(*shape: int, scale: float) -> nn.Parameter:
+            return nn.Parameter((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale)
+
+        self.radial_weight = uniform(M, Nb, K, scale=math.sqrt(3.0 / Nb))
+        self.neighbor_weight = nn.Parameter(torch.ones(M, Z, K, dtype=torch.float64)
+                                            + 0.1 * uniform(M, Z, K, scale=1.0).data)
+        # channel mixes for ranks 1, 2, 3 (identity plus noise: starts from the "diagonal" invariants)
+        eye = torch.eye(K, dtype=torch.float64).expand(3, M, K, K)
+        self.channel_mix = nn.Parameter(eye + uniform(3, M, K, K, scale=0.3 / math.sqrt(K)).data)
+
+        num_features = 7 * K
+        widths = [num_features + Z] + list(config.hidden) + [1]
+        self.mlp = nn.ModuleList(
+            [EnsembleLinear(uniform(M, w_in, w_out, scale=math.sqrt(6.0 / (w_in + w_out))
+                                    if w_out > 1 else 0.01))
+             for w_in, w_out in zip(widths[:-1], widths[1:])])
+        self.num_layers = len(self.mlp)
+
+        # Statistics fit from the training data (see `fit_statistics`), kept as buffers.
+        self.register_buffer("reference_energy", torch.zeros(Z, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("avg_num_neighbors", torch.ones((), dtype=torch.float64))
+        self.register_buffer("feature_mean", torch.zeros(M, 1, num_features, dtype=torch.float64))
+        self.register_buffer("feature_std", torch.ones(M, 1, num_features, dtype=torch.float64))
+        # Calibration (see sigmapot.calibrate): sigma_F = a * raw^b, sigma_E = s * raw, interval = q * sigma_F
+        self.register_buffer("calibration", torch.tensor([1.0, 1.0, 1.0, 1.645], dtype=torch.float64))
+
+        self.register_buffer("index2", torch.tensor(_full_index(2), dtype=torch.long))
+        self.register_buffer("index3", torch.tensor(_full_index(3), dtype=torch.long))
+        self.register_buffer("powers", torch.tensor(_POWERS, dtype=torch.long))
+
+    # ------------------------------------------------------------------ descriptor and energies
+    def _monomials(self, u: torch.Tensor) -> torch.Tensor:
+        """(..., 3) unit vectors -> (..., 20) monomials u_x^a u_y^b u_z^c for a+b+c <= 3."""
+        ux, uy, uz = u[..., 0:1], u[..., 1:2], u[..., 2:3]
+        one = torch.ones_like(ux)
+        xx, yy, zz, xy, xz, yz = ux * ux, uy * uy, uz * uz, ux * uy, ux * uz, uy * uz
+        return torch.cat([one, ux, uy, uz, xx, xy, xz, yy, yz, zz,
+                          xx * ux, xx * uy, xx * uz, yy * ux, xy * uz, zz * ux, yy * uy, yy * uz,
+                          zz * uy, zz * uz], dim=-1)
+
+    def descriptors(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                    vec: torch.Tensor, n_local: int) -> torch.Tensor:
+        """Invariant features (M, n_local, 7K), standardised.  `vec` is (1, E, 3) or (M, E, 3)."""
+        M, K = self.ensemble_size, self.num_channels
+        r = torch.linalg.vector_norm(vec, dim=-1)                                 # (M', E)
+        u = vec / r.clamp(min=1e-4 * self.cutoff).unsqueeze(-1)
+        phi = bessel_basis(r, self.cutoff, self.num_radial, self.envelope_p)      # (M', E, Nb)
+        radial = torch.matmul(phi, self.radial_weight)                            # (M, E, K)
+        radial = radial * self.neighbor_weight[:, species[neighbor]]
+        ylm = self._monomials(u)                                                  # (M', E, 20)
+
+        # Scatter edges into a padded (atom, slot) layout so that the moment sums are batched matmuls.
+        order = torch.argsort(center, stable=True)
+        center_sorted = center[order]
+        counts = torch.bincount(center_sorted, minlength=n_local)
+        width = int(counts.max()) if center.numel() > 0 else 1
+        width = max(width, 1)
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(center.numel(), device=center.device) - start[center_sorted]
+        flat = center_sorted * width + slot
+        radial_pad = radial.new_zeros(M, n_local * width, K).index_copy(1, flat, radial[:, order])
+        ylm_pad = ylm.new_zeros(ylm.shape[0], n_local * width, 20).index_copy(1, flat, ylm[:, order])
+        moments = torch.matmul(radial_pad.view(M, n_local, width, K).transpose(2, 3),
+                               ylm_pad.view(ylm.shape[0], n_local, width, 20))    # (M, n, K, 20)
+        moments = moments / self.avg_num_neighbors
+
+        a0 = moments[..., 0]
+        a1 = moments[..., 1:4]
+        n = moments.shape[1]
+        a2 = moments.index_select(-1, self.index2).view(M, n, K, 3, 3)
+        a3 = moments.index_select(-1, self.index3).view(M, n, K, 3, 3, 3)
+        mix1, mix2, mix3 = self.channel_mix[0], self.channel_mix[1], self.channel_mix[2]
+        b1 = torch.einsum("mnka,mkq->mnqa", a1, mix1)
+        b2 = torch.einsum("mnkab,mkq->mnqab", a2, mix2)
+        b3 = torch.einsum("mnkabc,mkq->mnqabc", a3, mix3)
+        feats = [
+            a0,
+            (a1 * b1).sum(-1),
+            (a2 * b2).sum((-2, -1)),
+            (a3 * b3).sum((-3, -2, -1)),
+            torch.einsum("mnka,mnkab,mnkb->mnk", a1, b2, a1),
+            torch.einsum("mnkab,mnkbc,mnkca->mnk", a2, b2, a2),
+            torch.einsum("mnka,mnkabc,mnkbc->mnk", a1, b3, a2),
+        ]
+        x = torch.cat(feats, dim=-1)
+        return (x - self.feature_mean) / self.feature_std
+
+    def readout(self, species: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-member MLP on [features, one-hot element] -> atomic energies (M, n)."""
+        onehot = torch.nn.functional.one_hot(species, self.num_elements).to(x.dtype)
+        h = torch.cat([x, onehot.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=-1)
+        for i, layer in enumerate(self.mlp):
+            h = layer(h)
+            if i < self.num_layers - 1:
+                h = torch.nn.functional.silu(h)
+        return self.reference_energy[species] + self.energy_scale * h.squeeze(-1)
+
+    def atomic_energies(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                        vec: torch.Tensor, n_local: int) -> torch.Tensor:
+        """Per-member energies (M, n_local) of atoms 0..n_local-1; `vec` is (1, E, 3) or (M, E, 3)."""
+        x = self.descriptors(species, center, neighbor, vec, n_local)
+        return self.readout(species[:n_local], x)
+
+    # ------------------------------------------------------------------ the exported entry points
+    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
+                n_local: int, with_members: bool) -> Dict[str, torch.Tensor]:
+        """Energies, forces, virials (and per-member values) from a neighbour list; see
+        docs/model_interface.md.  Must not run under torch.inference_mode: forces are autograd."""
+        self._check_inputs(species, edge_index, edge_vec, n_local)
+        M = self.ensemble_size
+        n_all = species.shape[0]
+        center, neighbor = edge_index[0], edge_index[1]
+        if with_members:
+            vec = edge_vec.unsqueeze(0).expand(M, -1, -1).clone()
+        else:
+            vec = edge_vec.unsqueeze(0).clone()
+        vec.requires_grad_(True)
+        member_energy = self.atomic_energies(species, center, neighbor, vec, n_local)
+        grads = torch.autograd.grad([member_energy.sum()], [vec])
+        dE_dr = grads[0]
+        if dE_dr is None:
+            dE_dr = torch.zeros_like(vec)
+        mean_grad = dE_dr.mean(0) if with_members else dE_dr[0] / M
+
+        forces = edge_forces(mean_grad, center, neighbor, n_all)
+        edge_virial = -(edge_vec.unsqueeze(-1) * mean_grad.unsqueeze(-2)).reshape(-1, 9)
+        edge_virial = edge_virial[:, [0, 4, 8, 1, 2, 5, 3, 6, 7]]
+        half = 0.5 * edge_virial
+        virial = torch.zeros(n_all, 9, dtype=edge_vec.dtype, device=edge_vec.device)
+        virial = virial.index_add(0, center, half).index_add(0, neighbor, half)
+        centroid = torch.zeros_like(virial).index_add(0, center, edge_virial)
+        out: Dict[str, torch.Tensor] = {
+            "energy": member_energy.mean(0).detach(),
+            "forces": forces,
+            "virial": virial,
+            "centroid_virial": centroid,
+            "total_virial": edge_virial.sum(0),
+        }
+        if with_members:
+            out["member_energy"] = member_energy.detach()
+            out["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
+        return out
+
+    @torch.jit.export
+    def uncertainty(self, member_energy: torch.Tensor, member_forces: torch.Tensor,
+                    member_total_energy: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Calibrated per-atom and total uncertainties from complete member values (see module doc)."""
+        a_force, b_force, s_energy, q_force = (self.calibration[0], self.calibration[1],
+                                               self.calibration[2], self.calibration[3])
+        spread = member_forces - member_forces.mean(0, keepdim=True)
+        raw_force = spread.square().sum(-1).mean(0).sqrt()
+        force_std = a_force * raw_force.pow(b_force)
+        raw_energy = (member_energy - member_energy.mean(0, keepdim=True)).square().mean(0).sqrt()
+        total = member_total_energy - member_total_energy.mean()
+        return {
+            "energy_std": s_energy * raw_energy,
+            "force_std": force_std,
+            "total_energy_std": s_energy * total.square().mean().sqrt(),
+            "force_interval": q_force * force_std,
+        }
+
+    def _check_inputs(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
+                      n_local: int) -> None:
+        n_all = species.shape[0]
+        if n_local < 0 or n_local > n_all:
+            raise ValueError(f"n_local={n_local} must lie in [0, {n_all}] (number of atoms)")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError("edge_index must have shape (2, E)")
+        if edge_vec.dim() != 2 or edge_vec.shape[1] != 3 or edge_vec.shape[0] != edge_index.shape[1]:
+            raise ValueError("edge_vec must have shape (E, 3) with E = edge_index.shape[1]")
+        if edge_vec.dtype != self.reference_energy.dtype:
+            raise ValueError(f"edge_vec has dtype {edge_vec.dtype}, the model expects {self.dtype_name}")
+        if species.numel() > 0 and (int(species.min()) < 0 or int(species.max()) >= self.num_elements):
+            raise ValueError(f"species indices must lie in [0, {self.num_elements})")
+        if edge_index.numel() > 0:
+            if int(edge_index[0].max()) >= n_local or int(edge_index[1].max()) >= n_all \
+                    or int(edge_index.min()) < 0:
+                raise ValueError("edge_index: centres must be < n_local and neighbours < number of atoms")
+
+
+class EnsembleLinear(nn.Module):
+    """M independent linear layers applied as one batched matrix product: (M, n, in) -> (M, n, out)."""
+
+    def __init__(self, weight: nn.Parameter):
+        super().__init__()
+        self.weight = weight
+        self.bias = nn.Parameter(torch.zeros(weight.shape[0], 1, weight.shape[2], dtype=weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def edge_forces(dE_dr: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                n_atoms: int) -> torch.Tensor:
+    """Atom forces from edge gradients dE/dr_ij (..., E, 3), r_ij = r_j - r_i: F_i += g, F_j -= g."""
+    shape = list(dE_dr.shape[:-2]) + [n_atoms, 3]
+    forces = torch.zeros(shape, dtype=dE_dr.dtype, device=dE_dr.device)
+    dim = dE_dr.dim() - 2
+    return forces.index_add(dim, center, dE_dr).index_add(dim, neighbor, -dE_dr)

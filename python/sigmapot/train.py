@@ -1,0 +1,321 @@
+"""Training an ensemble on DFT frames: fit statistics, optimise all members at once, checkpoint, calibrate.
+
+Run directory layout (all files written atomically, write-then-rename):
+  config.yaml       the validated configuration
+  checkpoint.pt     last finished epoch (model, EMA, optimiser, scheduler, counters) for --resume
+  best.pt           EMA weights at the best validation epoch
+  final.pt          calibrated best weights + model config: what `sigmapot export` reads
+  model.pt          exported TorchScript file (float64)
+  metrics.csv       one row per epoch
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import yaml
+
+from .config import ModelConfig, TrainConfig
+from .data import Batch, DataError, Frame, Graph, collate, read_frames, summarize, to_graph
+from .model import SigmaModel, edge_forces
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename: a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def predict(model: SigmaModel, batch: Batch, create_graph: bool) -> Dict[str, torch.Tensor]:
+    """Per-member frame energies (M, B), forces (M, N, 3) and stresses (M, B, 3, 3) of a batch."""
+    M = model.ensemble_size
+    vec = batch.vec.unsqueeze(0).expand(M, -1, -1).clone().requires_grad_(True)
+    n = batch.species.shape[0]
+    atom_e = model.atomic_energies(batch.species, batch.center, batch.neighbor, vec, n)
+    frame_e = torch.zeros(M, batch.n_frames, dtype=atom_e.dtype).index_add(1, batch.frame_of_atom, atom_e)
+    (grad,) = torch.autograd.grad(frame_e.sum(), vec, create_graph=create_graph)
+    forces = edge_forces(grad, batch.center, batch.neighbor, n)
+    edge_vir = -(batch.vec.unsqueeze(-1) * grad.unsqueeze(-2))                     # (M, E, 3, 3)
+    virial = torch.zeros(M, batch.n_frames, 3, 3, dtype=atom_e.dtype).index_add(1, batch.frame_of_edge, edge_vir)
+    stress = -virial / batch.volume.clamp(min=1e-12).view(1, -1, 1, 1)
+    return {"energy": frame_e, "forces": forces, "stress": stress}
+
+
+def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """(M,) weighted loss per member: MSE of energy per atom, force components, virial per atom."""
+    de = (pred["energy"] - batch.energy) / batch.natoms
+    loss = cfg.energy_weight * de.square().mean(1)
+    loss = loss + cfg.force_weight * (pred["forces"] - batch.forces).square().mean((1, 2))
+    if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
+        scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
+        ds = ((pred["stress"] - batch.stress) * scale)[:, batch.has_stress]
+        loss = loss + cfg.stress_weight * ds.square().mean((1, 2, 3))
+    return loss
+
+
+def batches(graphs: Sequence[Graph], size: int, seed: Optional[int]) -> List[Batch]:
+    order = np.arange(len(graphs))
+    if seed is not None:
+        np.random.default_rng(seed).shuffle(order)
+    return [collate([graphs[k] for k in order[s:s + size]]) for s in range(0, len(order), size)]
+
+
+@torch.no_grad()
+def fit_statistics(model: SigmaModel, graphs: Sequence[Graph]) -> None:
+    """Reference energies (least squares), energy scale (force RMS), neighbour count, feature stats."""
+    Z = model.num_elements
+    counts = np.zeros((len(graphs), Z))
+    for k, g in enumerate(graphs):
+        counts[k] = np.bincount(g.species.numpy(), minlength=Z)
+    energies = np.array([float(g.energy) for g in graphs])
+    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    model.reference_energy.copy_(torch.from_numpy(e0))
+    forces = torch.cat([g.forces for g in graphs])
+    model.energy_scale.fill_(float(forces.square().mean().sqrt().clamp(min=1e-3)))
+    n_edges = sum(g.center.numel() for g in graphs)
+    n_atoms = sum(g.natoms for g in graphs)
+    model.avg_num_neighbors.fill_(max(n_edges / n_atoms, 1.0))
+    sample = collate(list(graphs[: min(len(graphs), 64)]))
+    model.feature_mean.zero_()
+    model.feature_std.fill_(1.0)
+    x = model.descriptors(sample.species, sample.center, sample.neighbor, sample.vec.unsqueeze(0),
+                          sample.species.shape[0])
+    model.feature_mean.copy_(x.mean(1, keepdim=True))
+    model.feature_std.copy_(x.std(1, keepdim=True).clamp(min=1e-6))
+
+
+@torch.no_grad()
+def evaluate_graphs(model: SigmaModel, graphs: Sequence[Graph], batch_size: int = 8) -> Dict[str, float]:
+    """Mean-model errors: energy MAE/RMSE (eV/atom), force MAE/RMSE (eV/A over components)."""
+    de, df = [], []
+    for batch in batches(graphs, batch_size, None):
+        with torch.enable_grad():
+            pred = predict(model, batch, create_graph=False)
+        de.append(((pred["energy"].mean(0) - batch.energy) / batch.natoms).detach())
+        df.append((pred["forces"].mean(0) - batch.forces).detach().flatten())
+    de_t, df_t = torch.cat(de), torch.cat(df)
+    return {"energy_mae": float(de_t.abs().mean()), "energy_rmse": float(de_t.square().mean().sqrt()),
+            "force_mae": float(df_t.abs().mean()), "force_rmse": float(df_t.square().mean().sqrt())}
+
+
+class EMA:
+    """Exponential moving average of the parameters (used for validation, early stopping and export)."""
+
+    def __init__(self, model: SigmaModel, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: SigmaModel) -> None:
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+
+
+# ---------------------------------------------------------------------------------------- training
+def split_frames(cfg: TrainConfig) -> Tuple[List[Frame], List[Frame]]:
+    frames: List[Frame] = []
+    for path in cfg.train:
+        frames.extend(read_frames(path))
+    if cfg.max_frames is not None:
+        frames = frames[: cfg.max_frames]
+    if cfg.validation:
+        return frames, read_frames(cfg.validation)
+    if len(frames) < 2:
+        raise DataError("need at least 2 frames to carve out a validation set; give more data or a "
+                        "'validation' file")
+    order = np.random.default_rng(cfg.seed).permutation(len(frames))
+    n_val = max(1, int(round(cfg.validation_fraction * len(frames))))
+    val = sorted(order[:n_val].tolist())
+    train = sorted(order[n_val:].tolist())
+    return [frames[k] for k in train], [frames[k] for k in val]
+
+
+def build_model(cfg: TrainConfig, train_frames: Sequence[Frame]) -> SigmaModel:
+    model_cfg = dataclasses.replace(cfg.model)
+    present = sorted({s for f in train_frames for s in f.symbols})
+    if not model_cfg.elements:
+        model_cfg.elements = present
+    model_cfg.validate()
+    return SigmaModel(model_cfg, seed=cfg.seed)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train, calibrate and export; returns the run directory."""
+    from tqdm import tqdm
+
+    from .calibrate import calibrate_model
+
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.output)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run / "checkpoint.pt"
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at '{ckpt_path}'; start without --resume")
+
+    train_frames, val_frames = split_frames(cfg)
+    if cfg.init:
+        model = load_for_finetuning(cfg.init)
+    else:
+        model = build_model(cfg, train_frames)
+    train_symbols = {s for f in train_frames for s in f.symbols}
+    unknown = sorted({s for f in val_frames for s in f.symbols} - set(model.elements))
+    if unknown or not train_symbols <= set(model.elements):
+        raise DataError(f"validation or training data has element(s) "
+                        f"{sorted((train_symbols | set(unknown)) - set(model.elements))} that the model "
+                        f"({model.elements}) lacks; add them to model.elements")
+    train_graphs = [to_graph(f, model.elements, model.cutoff) for f in train_frames]
+    val_graphs = [to_graph(f, model.elements, model.cutoff) for f in val_frames]
+    if not cfg.init:
+        fit_statistics(model, train_graphs)
+    summary = {"train": summarize(train_frames), "validation": summarize(val_frames)}
+    with open(run / "config.yaml", "w") as fh:
+        yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                           patience=max(2, cfg.patience // 5))
+    ema = EMA(model, cfg.ema_decay)
+    start_epoch, best, since_best, elapsed = 0, math.inf, 0, 0.0
+    if resume:
+        state = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best, since_best, elapsed = (state["epoch"], state["best"], state["since_best"],
+                                                  state["elapsed"])
+    metrics_path = run / "metrics.csv"
+    fields = ["epoch", "lr", "train_loss", "val_energy_mae_meV_atom", "val_force_mae", "val_force_rmse",
+              "val_score", "elapsed_s"]
+    if not resume or not metrics_path.is_file():
+        with open(metrics_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(fields)
+    else:
+        _truncate_metrics(metrics_path, start_epoch)
+
+    t0 = time.time() - elapsed
+    epoch = start_epoch - 1
+    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, disable=not progress,
+               desc="train", unit="epoch")
+    for epoch in bar:
+        model.train()
+        total, n_batches = 0.0, 0
+        for batch in batches(train_graphs, cfg.batch_size, seed=cfg.seed * 100003 + epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = member_losses(predict(model, batch, create_graph=True), batch, cfg).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower "
+                                         "learning_rate or check the data for outliers")
+            loss.backward()
+            optimizer.step()
+            ema.update(model)
+            total += float(loss) / model.ensemble_size
+            n_batches += 1
+        val = evaluate_graphs(ema.model, val_graphs)
+        score = (cfg.energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2)
+        scheduler.step(score)
+        lr = optimizer.param_groups[0]["lr"]
+        if score < best:
+            best, since_best = score, 0
+            save_atomic(ema.model.state_dict(), run / "best.pt")
+        else:
+            since_best += 1
+        elapsed = time.time() - t0
+        row = [epoch + 1, lr, total / n_batches, 1000 * val["energy_mae"], val["force_mae"],
+               val["force_rmse"], score, round(elapsed, 2)]
+        with open(metrics_path, "a", newline="") as fh:
+            csv.writer(fh).writerow(row)
+        save_atomic({"model": model.state_dict(), "ema": ema.model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "epoch": epoch + 1, "best": best, "since_best": since_best, "elapsed": elapsed},
+                    ckpt_path)
+        bar.set_postfix(loss=f"{total / n_batches:.3g}", E_meV=f"{1000 * val['energy_mae']:.2f}",
+                        F=f"{val['force_mae']:.4f}", lr=f"{lr:.1e}")
+        if since_best >= cfg.patience or lr < cfg.min_learning_rate:
+            break
+        if cfg.time_budget_min is not None and elapsed > 60 * cfg.time_budget_min:
+            break
+    bar.close()
+
+    final = copy.deepcopy(ema.model)
+    final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
+    calibration = calibrate_model(final, val_frames, coverage=cfg.coverage)
+    meta = {"training_data": summary, "calibration": calibration,
+            "training": {"epochs_run": epoch + 1, "wall_time_s": round(elapsed, 1), "seed": cfg.seed}}
+    save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
+                 "metadata": meta}, run / "final.pt")
+    from .export import export_model
+    export_model(final, run / "model.pt", metadata=meta)
+    return run
+
+
+def _truncate_metrics(path: Path, epochs: int) -> None:
+    """On resume drop rows of epochs that ran after the last checkpoint (killed mid-epoch)."""
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs]
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+
+
+def model_config_of(model: SigmaModel) -> ModelConfig:
+    return ModelConfig(elements=list(model.elements), cutoff=model.cutoff, num_radial=model.num_radial,
+                       num_channels=model.num_channels,
+                       hidden=[layer.weight.shape[-1] for layer in model.mlp][:-1],
+                       ensemble_size=model.ensemble_size, envelope_p=model.envelope_p)
+
+
+def load_run(run_dir: str | Path) -> Tuple[SigmaModel, Dict]:
+    """The calibrated model of a finished run (final.pt) and its metadata."""
+    path = Path(run_dir) / "final.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' not found: is '{run_dir}' a finished 'sigmapot train' run?")
+    state = torch.load(path, weights_only=True)
+    model = SigmaModel(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["state"])
+    return model, state["metadata"]
+
+
+def load_for_finetuning(source: str | Path) -> SigmaModel:
+    """Start weights from a run directory, a checkpoint/final file, or an exported model file."""
+    source = Path(source)
+    if source.is_dir():
+        return load_run(source)[0]
+    if not source.is_file():
+        raise FileNotFoundError(f"--init '{source}' is neither a run directory nor a file")
+    from .export import ModelFileError, load_exported, read_metadata
+    try:
+        module = load_exported(source)
+    except ModelFileError:
+        state = torch.load(source, weights_only=True)
+        if "model_config" not in state:
+            raise ValueError(f"--init '{source}': not a run's final.pt nor an exported model") from None
+        model = SigmaModel(ModelConfig(**state["model_config"]))
+        model.load_state_dict(state["state"])
+        return model
+    meta = read_metadata(module)
+    hp = meta["hyperparameters"]
+    model = SigmaModel(ModelConfig(elements=meta["elements"], cutoff=meta["cutoff"],
+                                   ensemble_size=meta["ensemble_size"], num_radial=hp["num_radial"],
+                                   num_channels=hp["num_channels"], envelope_p=hp["envelope_p"],
+                                   hidden=hp["hidden"]))
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v
+                           for k, v in module.state_dict().items()})
+    return model
