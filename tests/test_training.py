@@ -1,0 +1,109 @@
+"""Training, resume, calibration and the command line, on a few frames of the real Si DFT data."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sigmapot.calibrate import calibrate_model
+from sigmapot.config import ConfigError, load_train_config
+from sigmapot.data import DataError, read_frames
+from sigmapot.train import load_run, train
+
+SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
+         "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
+
+
+def config(si_data, out, **extra):
+    overrides = {"train": [str(si_data / "train.extxyz")], "output": str(out), **SMALL, **extra}
+    return load_train_config(None, overrides)
+
+
+def rows(run):
+    with open(run / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_short_training_lowers_the_loss_and_exports(si_data, tmp_path):
+    run = train(config(si_data, tmp_path / "run", epochs=4), progress=False)
+    r = rows(run)
+    assert len(r) == 4
+    assert float(r[-1]["val_score"]) < float(r[0]["val_score"])
+    assert float(r[-1]["train_loss"]) < float(r[0]["train_loss"])
+    assert (run / "model.pt").is_file() and (run / "final.pt").is_file()
+
+
+def test_resume_continues_to_the_same_model(si_data, tmp_path):
+    full = train(config(si_data, tmp_path / "full", epochs=4), progress=False)
+    part = tmp_path / "part"
+    train(config(si_data, part, epochs=2), progress=False)
+    resumed = train(config(si_data, part, epochs=4), resume=True, progress=False)
+    assert [row["epoch"] for row in rows(resumed)] == ["1", "2", "3", "4"]
+    a, _ = load_run(full)
+    b, _ = load_run(resumed)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, atol=1e-12, rtol=0, msg=name)
+
+
+def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_path):
+    run = train(config(si_data, tmp_path / "run", epochs=3, max_frames=40), progress=False)
+    model, _ = load_run(run)
+    frames = read_frames(si_data / "test.extxyz")
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(frames))
+    calib, held_out = [frames[k] for k in order[:12]], [frames[k] for k in order[12:]]
+    from sigmapot.calibrate import raw_errors
+    cal = calibrate_model(model, calib, coverage=0.9)
+    raw = raw_errors(model, held_out)
+    sigma = cal["force_scale"] * raw["raw_force"] ** cal["force_exponent"]
+    covered = np.mean(raw["force_error"] <= cal["force_quantile"] * sigma)
+    uncalibrated = np.mean(raw["force_error"] <= raw["raw_force"])
+    assert abs(covered - 0.9) < 0.06, (covered, uncalibrated)
+    # sigma_F is the RMS error norm it claims: mean(|dF|^2 / sigma_F^2) = 1 (fit on calib, checked here)
+    z2 = np.mean(raw["force_error"] ** 2 / sigma ** 2)
+    assert 0.7 < z2 < 1.4, z2
+
+
+def test_config_errors_are_clear(tmp_path, si_data):
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        load_train_config(None, {"train": [str(si_data / "train.extxyz")], "epoch": 3})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_train_config(None, {"train": [str(tmp_path / "nope.extxyz")]})
+    bad = tmp_path / "noforces.extxyz"
+    bad.write_text("1\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"T T T\"\n"
+                   "Si 0 0 0\n")
+    with pytest.raises(DataError, match="lacks forces"):
+        read_frames(bad)
+
+
+def test_cli_train_export_info_evaluate(si_data, tmp_path):
+    cli = [sys.executable, "-m", "sigmapot.cli"]
+    run = tmp_path / "run"
+    subprocess.run(cli + ["train", "--data", str(si_data / "train.extxyz"), "-o", str(run), "--epochs", "1",
+                          "--channels", "4", "--cutoff", "4.0", "--threads", "1", "--quiet"],
+                   check=True, timeout=600, env=_env())
+    # keep the CLI test fast: the config file limits frames
+    exported = tmp_path / "m32.pt"
+    subprocess.run(cli + ["export", str(run), "-o", str(exported), "--dtype", "float32"], check=True,
+                   timeout=120, env=_env())
+    info = subprocess.run(cli + ["info", str(exported)], check=True, capture_output=True, text=True,
+                          env=_env()).stdout
+    assert "float32" in info and "['Si']" in info and "calibration" in info
+    ev = subprocess.run(cli + ["evaluate", str(exported), str(si_data / "test.extxyz"), "--plots",
+                               str(tmp_path / "plots"), "--json", str(tmp_path / "r.json")],
+                        check=True, capture_output=True, text=True, env=_env()).stdout
+    assert "energy MAE" in ev and "Spearman" in ev
+    assert (tmp_path / "plots" / "parity.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "calibration.png").stat().st_size > 1000
+    bad = subprocess.run(cli + ["info", str(tmp_path / "missing.pt")], capture_output=True, text=True,
+                         env=_env())
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def _env():
+    import os
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
