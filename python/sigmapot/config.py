@@ -23,6 +23,7 @@ class ModelConfig:
     hidden: List[int] = field(default_factory=lambda: [64, 64])
     ensemble_size: int = 4
     envelope_p: int = 6
+    shared_descriptor: bool = False
 
     def validate(self) -> None:
         from ase.data import atomic_numbers

@@ -46,6 +46,7 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
                     "member_forces", "energy_std", "force_std", "total_energy_std", "force_interval"],
         "hyperparameters": {"num_radial": exported.num_radial, "num_channels": exported.num_channels,
                             "envelope_p": exported.envelope_p,
+                            "shared_descriptor": exported.shared_descriptor,
                             "hidden": [layer.weight.shape[-1] for layer in exported.mlp][:-1]},
     }
     meta.update(metadata or {})

@@ -79,6 +79,7 @@ class SigmaModel(nn.Module):
     envelope_p: int
     num_elements: int
     num_layers: int
+    shared_descriptor: bool
     elements: List[str]
     dtype_name: str
     metadata_json: str
@@ -100,16 +101,20 @@ class SigmaModel(nn.Module):
 
         gen = torch.Generator().manual_seed(seed)
         M, K, Z, Nb = self.ensemble_size, self.num_channels, self.num_elements, self.num_radial
+        # A shallow ensemble shares one descriptor (radial channels and mixes) between the members and
+        # keeps M readout heads; a deep ensemble (default) gives every member its own descriptor.
+        self.shared_descriptor = bool(config.shared_descriptor)
+        Md = 1 if self.shared_descriptor else M
 
         def uniform(*shape: int, scale: float) -> nn.Parameter:
             return nn.Parameter((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale)
 
-        self.radial_weight = uniform(M, Nb, K, scale=math.sqrt(3.0 / Nb))
-        self.neighbor_weight = nn.Parameter(torch.ones(M, Z, K, dtype=torch.float64)
-                                            + 0.1 * uniform(M, Z, K, scale=1.0).data)
+        self.radial_weight = uniform(Md, Nb, K, scale=math.sqrt(3.0 / Nb))
+        self.neighbor_weight = nn.Parameter(torch.ones(Md, Z, K, dtype=torch.float64)
+                                            + 0.1 * uniform(Md, Z, K, scale=1.0).data)
         # channel mixes for ranks 1, 2, 3 (identity plus noise: starts from the "diagonal" invariants)
-        eye = torch.eye(K, dtype=torch.float64).expand(3, M, K, K)
-        self.channel_mix = nn.Parameter(eye + uniform(3, M, K, K, scale=0.3 / math.sqrt(K)).data)
+        eye = torch.eye(K, dtype=torch.float64).expand(3, Md, K, K)
+        self.channel_mix = nn.Parameter(eye + uniform(3, Md, K, K, scale=0.3 / math.sqrt(K)).data)
 
         num_features = 7 * K
         widths = [num_features + Z] + list(config.hidden) + [1]
@@ -123,8 +128,8 @@ class SigmaModel(nn.Module):
         self.register_buffer("reference_energy", torch.zeros(Z, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("avg_num_neighbors", torch.ones((), dtype=torch.float64))
-        self.register_buffer("feature_mean", torch.zeros(M, 1, num_features, dtype=torch.float64))
-        self.register_buffer("feature_std", torch.ones(M, 1, num_features, dtype=torch.float64))
+        self.register_buffer("feature_mean", torch.zeros(Md, 1, num_features, dtype=torch.float64))
+        self.register_buffer("feature_std", torch.ones(Md, 1, num_features, dtype=torch.float64))
         # Calibration (see sigmapot.calibrate): sigma_F = a * raw^b, sigma_E = s * raw, interval = q * sigma_F
         self.register_buffer("calibration", torch.tensor([1.0, 1.0, 1.0, 1.645], dtype=torch.float64))
 
@@ -144,8 +149,9 @@ class SigmaModel(nn.Module):
 
     def descriptors(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
                     vec: torch.Tensor, n_local: int) -> torch.Tensor:
-        """Invariant features (M, n_local, 7K), standardised.  `vec` is (1, E, 3) or (M, E, 3)."""
-        M, K = self.ensemble_size, self.num_channels
+        """Invariant features (M', n_local, 7K), standardised.  `vec` is (1, E, 3) or (M, E, 3);
+        M' = 1 for a shared descriptor evaluated on shared geometry, else M."""
+        K = self.num_channels
         r = torch.linalg.vector_norm(vec, dim=-1)                                 # (M', E)
         u = vec / r.clamp(min=1e-4 * self.cutoff).unsqueeze(-1)
         phi = bessel_basis(r, self.cutoff, self.num_radial, self.envelope_p)      # (M', E, Nb)
@@ -162,18 +168,21 @@ class SigmaModel(nn.Module):
         start = torch.cumsum(counts, 0) - counts
         slot = torch.arange(center.numel(), device=center.device) - start[center_sorted]
         flat = center_sorted * width + slot
-        radial_pad = radial.new_zeros(M, n_local * width, K).index_copy(1, flat, radial[:, order])
-        ylm_pad = ylm.new_zeros(ylm.shape[0], n_local * width, 20).index_copy(1, flat, ylm[:, order])
-        moments = torch.matmul(radial_pad.view(M, n_local, width, K).transpose(2, 3),
-                               ylm_pad.view(ylm.shape[0], n_local, width, 20))    # (M, n, K, 20)
+        Mr, My = radial.shape[0], ylm.shape[0]
+        radial_pad = radial.new_zeros(Mr, n_local * width, K).index_copy(1, flat, radial[:, order])
+        ylm_pad = ylm.new_zeros(My, n_local * width, 20).index_copy(1, flat, ylm[:, order])
+        moments = torch.matmul(radial_pad.view(Mr, n_local, width, K).transpose(2, 3),
+                               ylm_pad.view(My, n_local, width, 20))              # (M', n, K, 20)
         moments = moments / self.avg_num_neighbors
 
         a0 = moments[..., 0]
         a1 = moments[..., 1:4]
-        n = moments.shape[1]
-        a2 = moments.index_select(-1, self.index2).view(M, n, K, 3, 3)
-        a3 = moments.index_select(-1, self.index3).view(M, n, K, 3, 3, 3)
+        Mm, n = moments.shape[0], moments.shape[1]
+        a2 = moments.index_select(-1, self.index2).view(Mm, n, K, 3, 3)
+        a3 = moments.index_select(-1, self.index3).view(Mm, n, K, 3, 3, 3)
         mix1, mix2, mix3 = self.channel_mix[0], self.channel_mix[1], self.channel_mix[2]
+        if mix1.shape[0] != Mm:  # shared mixes on per-member geometry
+            mix1, mix2, mix3 = (mix1.expand(Mm, K, K), mix2.expand(Mm, K, K), mix3.expand(Mm, K, K))
         b1 = torch.einsum("mnka,mkq->mnqa", a1, mix1)
         b2 = torch.einsum("mnkab,mkq->mnqab", a2, mix2)
         b3 = torch.einsum("mnkabc,mkq->mnqabc", a3, mix3)
@@ -192,6 +201,7 @@ class SigmaModel(nn.Module):
     def readout(self, species: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-member MLP on [features, one-hot element] -> atomic energies (M, n)."""
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(x.dtype)
+        x = x.expand(self.ensemble_size, -1, -1)
         h = torch.cat([x, onehot.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=-1)
         for i, layer in enumerate(self.mlp):
             h = layer(h)

@@ -279,7 +279,8 @@ def model_config_of(model: SigmaModel) -> ModelConfig:
     return ModelConfig(elements=list(model.elements), cutoff=model.cutoff, num_radial=model.num_radial,
                        num_channels=model.num_channels,
                        hidden=[layer.weight.shape[-1] for layer in model.mlp][:-1],
-                       ensemble_size=model.ensemble_size, envelope_p=model.envelope_p)
+                       ensemble_size=model.ensemble_size, envelope_p=model.envelope_p,
+                       shared_descriptor=model.shared_descriptor)
 
 
 def load_run(run_dir: str | Path) -> Tuple[SigmaModel, Dict]:
@@ -315,7 +316,8 @@ def load_for_finetuning(source: str | Path) -> SigmaModel:
     model = SigmaModel(ModelConfig(elements=meta["elements"], cutoff=meta["cutoff"],
                                    ensemble_size=meta["ensemble_size"], num_radial=hp["num_radial"],
                                    num_channels=hp["num_channels"], envelope_p=hp["envelope_p"],
-                                   hidden=hp["hidden"]))
+                                   hidden=hp["hidden"],
+                                   shared_descriptor=hp.get("shared_descriptor", False)))
     model.load_state_dict({k: v.double() if v.is_floating_point() else v
                            for k, v in module.state_dict().items()})
     return model
