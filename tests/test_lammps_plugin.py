@@ -332,7 +332,7 @@ def test_run0_min_nve_restart(lmp_factory, model_file_si, tmp_path):
     lmp = lmp_factory()
     run_lammps(lmp, model_file_si, atoms, elements, tmp_path / "nve")
     lmp.commands_string("""
-        velocity all create 600 5 loop geom
+        velocity all create 300 5 loop geom
         fix 1 all nve
         timestep 0.001
         thermo_style custom step temp pe ke etotal
@@ -347,7 +347,7 @@ def test_run0_min_nve_restart(lmp_factory, model_file_si, tmp_path):
     ke = lmp.get_thermo("ke")
     assert ke > 0.01
     drift = np.abs(np.array(etots) - e0).max()
-    assert drift < 2e-4 * len(atoms), f"energy drift {drift:.2e} eV over 1 ps"
+    assert drift < 1e-4 * len(atoms), f"energy drift {drift:.2e} eV over 1 ps"
 
     # restart: continuous 20 steps == 10 steps, write_data, read_data, 10 steps
     def deck(lmp, data):
@@ -381,6 +381,9 @@ def test_run0_min_nve_restart(lmp_factory, model_file_si, tmp_path):
     deck(c, tmp_path / "mid.data")
     c.commands_string("reset_timestep 10\nrun 10")
     res = collect(c)
-    assert_close(res["x"], ref["x"], tol=1e-9, what="positions after restart")
+    box = np.diag(atoms.cell.array)
+    dx = res["x"] - ref["x"]
+    dx -= box * np.round(dx / box)  # the same atoms, possibly wrapped differently
+    assert_close(dx, np.zeros_like(dx), tol=1e-9, what="positions after restart")
     assert_close(res["forces"], ref["forces"], tol=1e-8, what="forces after restart")
     assert_close(res["energy"], ref["energy"], tol=1e-9, what="energy after restart")

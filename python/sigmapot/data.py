@@ -44,6 +44,8 @@ def read_frames(path: str | Path) -> List[Frame]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file '{path}' is empty")
     try:
         images = ase.io.read(str(path), index=":")
     except Exception as exc:
@@ -86,6 +88,25 @@ def read_frames(path: str | Path) -> List[Frame]:
                             else None, config_type=str(atoms.info.get("config_type", "default")),
                             source=f"{path}:{k}"))
     return frames
+
+
+def frame_key(frame: Frame) -> bytes:
+    h = hashlib.sha256(" ".join(frame.symbols).encode())
+    for arr in (frame.positions, frame.cell):
+        h.update(np.ascontiguousarray(np.round(arr, 8), dtype=np.float64).tobytes())
+    return h.digest()
+
+
+def check_duplicates(frames: Sequence[Frame], other: Sequence[Frame] = ()) -> None:
+    """Refuse repeated structures: they bias the loss, and across splits they leak validation data."""
+    seen: Dict[bytes, str] = {}
+    for f in list(other) + list(frames):
+        key = frame_key(f)
+        if key in seen:
+            raise DataError(f"{f.source} repeats the structure of {seen[key]}; remove the duplicate "
+                            "(a repeated frame weighs twice in the loss, and one in both training and "
+                            "validation data makes the validation error meaningless)")
+        seen[key] = f.source
 
 
 def data_hash(frames: Sequence[Frame]) -> str:

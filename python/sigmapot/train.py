@@ -25,7 +25,8 @@ import torch
 import yaml
 
 from .config import ModelConfig, TrainConfig
-from .data import Batch, DataError, Frame, Graph, collate, read_frames, summarize, to_graph
+from .data import (Batch, DataError, Frame, Graph, check_duplicates, collate, read_frames, summarize,
+                   to_graph)
 from .model import SigmaModel, edge_forces
 
 
@@ -135,7 +136,10 @@ def split_frames(cfg: TrainConfig) -> Tuple[List[Frame], List[Frame]]:
     if cfg.max_frames is not None:
         frames = frames[: cfg.max_frames]
     if cfg.validation:
-        return frames, read_frames(cfg.validation)
+        val = read_frames(cfg.validation)
+        check_duplicates(frames, val)
+        return frames, val
+    check_duplicates(frames)
     if len(frames) < 2:
         raise DataError("need at least 2 frames to carve out a validation set; give more data or a "
                         "'validation' file")
