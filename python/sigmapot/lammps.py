@@ -82,7 +82,8 @@ def write_lammps_data(atoms, path, elements, masses=None, velocities=False, marg
     """Write `atoms` (ASE) as a LAMMPS `atom_style atomic` data file; type k+1 = elements[k].
 
     Fully periodic cells may be any right-handed cell (rotated to LAMMPS form); non-periodic axes need
-    an orthorhombic cell (or none): their box spans the atoms plus `margin` A. Returns the rotation R
+    an orthorhombic cell (or none): their box spans the atoms plus `margin` A (a number, or a pair
+    (below, above) for an asymmetric box). Returns the rotation R
     (`v_lammps = v_ase @ R`) and the boundary string for the LAMMPS `boundary` command.
     """
     import numpy as np
@@ -101,8 +102,9 @@ def write_lammps_data(atoms, path, elements, masses=None, velocities=False, marg
         if pbc.any() and np.abs(c - np.diag(np.diag(c))).max() > 1e-12:
             raise ValueError("partly periodic structures need an orthorhombic cell")
         rot = np.eye(3)
-        lo = np.where(pbc, 0.0, pos.min(0) - margin)
-        hi = np.where(pbc, np.diag(c), pos.max(0) + margin)
+        below, above = (margin, margin) if np.isscalar(margin) else margin
+        lo = np.where(pbc, 0.0, pos.min(0) - below)
+        hi = np.where(pbc, np.diag(c), pos.max(0) + above)
         tilt = None
     index = {el: k + 1 for k, el in enumerate(elements)}
     types = [index[s] for s in atoms.get_chemical_symbols()]

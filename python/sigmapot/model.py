@@ -36,16 +36,33 @@ _POWERS = [
 ]
 
 
-def _full_index(rank: int) -> List[int]:
-    """Map every full Cartesian index (a, b, ...) of the given rank to its monomial column."""
-    cols = []
-    for flat in range(3 ** rank):
-        powers = [0, 0, 0]
-        for _ in range(rank):
-            powers[flat % 3] += 1
-            flat //= 3
-        cols.append(_POWERS.index(tuple(powers)))
-    return cols
+def _compact(*axes: int) -> int:
+    """Index of the symmetric component (a, b, ...) among the compact components of its rank."""
+    powers = [0, 0, 0]
+    for a in axes:
+        powers[a] += 1
+    first = {1: 1, 2: 4, 3: 10}[len(axes)]
+    return _POWERS.index(tuple(powers)) - first
+
+
+def _contraction_tables() -> Dict[str, list]:
+    """Gather indices and multinomial weights for contracting compact symmetric tensors."""
+    pairs = [(a, b) for a in range(3) for b in range(a, 3)]          # compact rank-2 order
+    weights2 = [1.0 if a == b else 2.0 for a, b in pairs]
+    weights3 = [6.0 / math.prod(math.factorial(p) for p in pw) for pw in _POWERS[10:]]
+    return {
+        "weights2": weights2,
+        "weights3": weights3,
+        "pair_first": [a for a, _ in pairs],
+        "pair_second": [b for _, b in pairs],
+        # (a2 a2)_ac = sum_b a2_ab a2_bc, for each compact (a, c) and b = 0..2
+        "square_left": [_compact(a, b) for a, c in pairs for b in range(3)],
+        "square_right": [_compact(b, c) for a, c in pairs for b in range(3)],
+        # (b3 : a2)_a = sum_bc b3_abc a2_bc, for each a and compact (b, c)
+        "vector_b3": [_compact(a, b, c) for a in range(3) for b, c in pairs],
+        "vector_a2": [_compact(b, c) for _ in range(3) for b, c in pairs],
+        "vector_w": [[w] for _ in range(3) for w in weights2],
+    }
 
 
 def bessel_basis(r: torch.Tensor, cutoff: float, num_radial: int, envelope_p: int) -> torch.Tensor:
@@ -133,9 +150,9 @@ class SigmaModel(nn.Module):
         # Calibration (see sigmapot.calibrate): sigma_F = a * raw^b, sigma_E = s * raw, interval = q * sigma_F
         self.register_buffer("calibration", torch.tensor([1.0, 1.0, 1.0, 1.645], dtype=torch.float64))
 
-        self.register_buffer("index2", torch.tensor(_full_index(2), dtype=torch.long))
-        self.register_buffer("index3", torch.tensor(_full_index(3), dtype=torch.long))
-        self.register_buffer("powers", torch.tensor(_POWERS, dtype=torch.long))
+        for name, values in _contraction_tables().items():
+            dtype = torch.float64 if name.startswith(("weights", "vector_w")) else torch.long
+            self.register_buffer(name, torch.tensor(values, dtype=dtype))
 
     # ------------------------------------------------------------------ descriptor and energies
     def _monomials(self, u: torch.Tensor) -> torch.Tensor:
@@ -171,29 +188,40 @@ class SigmaModel(nn.Module):
         Mr, My = radial.shape[0], ylm.shape[0]
         radial_pad = radial.new_zeros(Mr, n_local * width, K).index_copy(1, flat, radial[:, order])
         ylm_pad = ylm.new_zeros(My, n_local * width, 20).index_copy(1, flat, ylm[:, order])
-        moments = torch.matmul(radial_pad.view(Mr, n_local, width, K).transpose(2, 3),
-                               ylm_pad.view(My, n_local, width, 20))              # (M', n, K, 20)
+        moments = torch.matmul(ylm_pad.view(My, n_local, width, 20).transpose(2, 3),
+                               radial_pad.view(Mr, n_local, width, K))            # (M', n, 20, K)
         moments = moments / self.avg_num_neighbors
+        return self._invariants(moments)
 
-        a0 = moments[..., 0]
-        a1 = moments[..., 1:4]
+    def _invariants(self, moments: torch.Tensor) -> torch.Tensor:
+        """Body-order 2-4 rotation invariants from compact symmetric moments (M', n, 20, K).
+
+        Channels K stay the contiguous last axis and symmetric tensors stay compact (6 and 10
+        components, contracted with multinomial weights), so every step is a vectorised elementwise
+        op or one large matmul, also in the double backward of training.
+        """
+        K = self.num_channels
         Mm, n = moments.shape[0], moments.shape[1]
-        a2 = moments.index_select(-1, self.index2).view(Mm, n, K, 3, 3)
-        a3 = moments.index_select(-1, self.index3).view(Mm, n, K, 3, 3, 3)
-        mix1, mix2, mix3 = self.channel_mix[0], self.channel_mix[1], self.channel_mix[2]
-        if mix1.shape[0] != Mm:  # shared mixes on per-member geometry
-            mix1, mix2, mix3 = (mix1.expand(Mm, K, K), mix2.expand(Mm, K, K), mix3.expand(Mm, K, K))
-        b1 = torch.einsum("mnka,mkq->mnqa", a1, mix1)
-        b2 = torch.einsum("mnkab,mkq->mnqab", a2, mix2)
-        b3 = torch.einsum("mnkabc,mkq->mnqabc", a3, mix3)
+        a0, a1, a2, a3 = moments[:, :, 0], moments[:, :, 1:4], moments[:, :, 4:10], moments[:, :, 10:20]
+        mix = self.channel_mix
+        if mix.shape[1] != Mm:  # shared mixes on per-member geometry
+            mix = mix.expand(3, Mm, K, K)
+        b1 = torch.bmm(a1.reshape(Mm, n * 3, K), mix[0]).view(Mm, n, 3, K)
+        b2 = torch.bmm(a2.reshape(Mm, n * 6, K), mix[1]).view(Mm, n, 6, K)
+        b3 = torch.bmm(a3.reshape(Mm, n * 10, K), mix[2]).view(Mm, n, 10, K)
+        w2, w3 = self.weights2.view(6, 1), self.weights3.view(10, 1)
+        a1a1 = a1.index_select(2, self.pair_first) * a1.index_select(2, self.pair_second)
+        a2a2 = (a2.index_select(2, self.square_left) * a2.index_select(2, self.square_right)).view(Mm, n, 6, 3, K).sum(3)
+        b3a2 = (b3.index_select(2, self.vector_b3) * a2.index_select(2, self.vector_a2)
+                * self.vector_w).view(Mm, n, 3, 6, K).sum(3)
         feats = [
             a0,
-            (a1 * b1).sum(-1),
-            (a2 * b2).sum((-2, -1)),
-            (a3 * b3).sum((-3, -2, -1)),
-            torch.einsum("mnka,mnkab,mnkb->mnk", a1, b2, a1),
-            torch.einsum("mnkab,mnkbc,mnkca->mnk", a2, b2, a2),
-            torch.einsum("mnka,mnkabc,mnkbc->mnk", a1, b3, a2),
+            (a1 * b1).sum(2),
+            (a2 * b2 * w2).sum(2),
+            (a3 * b3 * w3).sum(2),
+            (a1a1 * b2 * w2).sum(2),            # a1 . b2 . a1
+            (a2a2 * b2 * w2).sum(2),            # tr(a2 b2 a2)
+            (a1 * b3a2).sum(2),                 # a1 . (b3 : a2)
         ]
         x = torch.cat(feats, dim=-1)
         return (x - self.feature_mean) / self.feature_std
