@@ -56,6 +56,7 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 5e-3
     min_learning_rate: float = 1e-5
+    lr_schedule: str = "plateau"  # "plateau" (halve when validation stalls) or "cosine" (over `epochs`)
     weight_decay: float = 0.0
     energy_weight: float = 1.0
     force_weight: float = 10.0
@@ -84,6 +85,8 @@ class TrainConfig:
         for name in ("energy_weight", "force_weight", "stress_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'plateau' or 'cosine', got '{self.lr_schedule}'")
         if not 0.0 < self.coverage < 1.0:
             raise ConfigError(f"coverage must lie in (0, 1), got {self.coverage}")
         if not 0.0 <= self.ema_decay < 1.0:

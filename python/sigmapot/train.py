@@ -193,8 +193,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                           patience=max(2, cfg.patience // 5))
+    if cfg.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
+                                                               eta_min=cfg.min_learning_rate)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                               patience=max(2, cfg.patience // 5))
     ema = EMA(model, cfg.ema_decay)
     start_epoch, best, since_best, elapsed = 0, math.inf, 0, 0.0
     if resume:
@@ -234,8 +238,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             n_batches += 1
         val = evaluate_graphs(ema.model, val_graphs)
         score = (cfg.energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2)
-        scheduler.step(score)
         lr = optimizer.param_groups[0]["lr"]
+        if cfg.lr_schedule == "cosine":
+            scheduler.step()
+        else:
+            scheduler.step(score)
         if score < best:
             best, since_best = score, 0
             save_atomic(ema.model.state_dict(), run / "best.pt")
@@ -252,7 +259,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                     ckpt_path)
         bar.set_postfix(loss=f"{total / n_batches:.3g}", E_meV=f"{1000 * val['energy_mae']:.2f}",
                         F=f"{val['force_mae']:.4f}", lr=f"{lr:.1e}")
-        if since_best >= cfg.patience or lr < cfg.min_learning_rate:
+        lr_spent = cfg.lr_schedule == "plateau" and optimizer.param_groups[0]["lr"] < cfg.min_learning_rate
+        if since_best >= cfg.patience or lr_spent:
             break
         if cfg.time_budget_min is not None and elapsed > 60 * cfg.time_budget_min:
             break
