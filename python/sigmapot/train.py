@@ -34,10 +34,18 @@ from .model import SigmaModel, edge_forces
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file, fsync, then rename: a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"could not write '{path}' ({exc.strerror or exc}); the previous "
+                                     "version of that file is intact: free disk space and run again "
+                                     "with --resume") from exc
+        raise
     os.replace(tmp, path)
 
 
