@@ -382,6 +382,31 @@ void PairSigmapot::grow_atom_arrays(bool with_members)
 }
 
 /* ----------------------------------------------------------------------
+   a non-finite energy or force must stop the run at once, naming the atoms (a NaN that reaches the
+   integrator is lost work: it spreads to every atom within a few steps)
+------------------------------------------------------------------------- */
+
+void PairSigmapot::check_finite(const double *en, const double *fo, const std::vector<int> &atoms,
+                                int nc, int n)
+{
+  std::string bad;
+  int nbad = 0;
+  for (int k = 0; k < n && nbad < 10; k++) {
+    const bool ok = std::isfinite(fo[3 * k]) && std::isfinite(fo[3 * k + 1]) &&
+        std::isfinite(fo[3 * k + 2]) && (k >= nc || std::isfinite(en[k]));
+    if (!ok) {
+      bad += fmt::format(" {}", atom->tag[atoms[k]]);
+      nbad++;
+    }
+  }
+  if (nbad > 0)
+    error->one(FLERR,
+               "pair sigmapot: non-finite energy or force on step {} for atom ID(s){}; check these "
+               "atoms' positions (overlapping atoms, lost atoms, a too large timestep)",
+               update->ntimestep, bad);
+}
+
+/* ----------------------------------------------------------------------
    is the uncertainty needed on this step?  uncertainty_every, fix pair trigger, or a compute
    sigmapot/atom that thermo/dump/fix halt/variables will invoke on this step (matchstep)
 ------------------------------------------------------------------------- */
@@ -513,6 +538,7 @@ void PairSigmapot::compute(int eflag, int vflag)
 
     const double *en = t_energy.data_ptr<double>();
     const double *fo = t_forces.data_ptr<double>();
+    check_finite(en, fo, atoms, nc, n);
     for (int k = 0; k < nc; k++) {
       if (eflag_global) eng_vdwl += en[k];
       if (eflag_atom) eatom[atoms[k]] += en[k];

@@ -71,6 +71,7 @@ class PairSigmapot : public Pair {
 
   void allocate();
   void grow_atom_arrays(bool with_members);
+  void check_finite(const double *en, const double *fo, const std::vector<int> &atoms, int nc, int n);
   bool uncertainty_needed();
   void finish_uncertainty();
   void load_model(const std::string &);

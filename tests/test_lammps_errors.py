@@ -156,3 +156,13 @@ def test_errors_under_mpi_stop_every_rank(plugin, model_file, tmp_path, case):
                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert match in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-2000:]
+
+
+def test_non_finite_model_output_names_atoms_and_step(lmp, sige_model, tmp_path):
+    import copy
+    from sigmapot.export import export_model
+    broken = copy.deepcopy(sige_model)
+    with torch.no_grad():
+        broken.mlp[0].weight.fill_(float("nan"))
+    path = export_model(broken, tmp_path / "nan.pt")
+    expect_error(lmp, deck(path), r"non-finite energy or force on step 0 for atom ID\(s\) 1 2 3")
