@@ -311,7 +311,7 @@ class SigmaModel(nn.Module):
         if edge_vec.dim() != 2 or edge_vec.shape[1] != 3 or edge_vec.shape[0] != edge_index.shape[1]:
             raise ValueError("edge_vec must have shape (E, 3) with E = edge_index.shape[1]")
         if edge_vec.dtype != self.reference_energy.dtype:
-            raise ValueError(f"edge_vec has dtype {edge_vec.dtype}, the model expects {self.dtype_name}")
+            raise ValueError(f"edge_vec must have the model's dtype ({self.dtype_name})")
         if species.numel() > 0 and (int(species.min()) < 0 or int(species.max()) >= self.num_elements):
             raise ValueError(f"species indices must lie in [0, {self.num_elements})")
         if edge_index.numel() > 0:
