@@ -1,4 +1,4 @@
-# sigmapot: `make demo` (set up + quickstart), `make test`, `make bench`.
+# sigmapot: `make demo` (set up + quickstart), `make test`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export LD_LIBRARY_PATH := $(CURDIR)/$(VENV)/lib:$(LD_LIBRARY_PATH)
 
-.PHONY: install plugin demo test bench clean
+.PHONY: install plugin demo test clean
 
 install: $(STAMP) plugin
 
@@ -33,9 +33,6 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
-
-bench: install
-	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf build runs python/sigmapot/lib build-plugin.log
