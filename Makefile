@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export LD_LIBRARY_PATH := $(CURDIR)/$(VENV)/lib:$(LD_LIBRARY_PATH)
 
-.PHONY: install plugin demo test clean
+.PHONY: install plugin demo test learn-demo clean
 
 install: $(STAMP) plugin
 
@@ -33,6 +33,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+learn-demo: install
+	$(BIN)/sigmapot learn examples/configs/learn.yaml
 
 clean:
 	rm -rf build runs python/sigmapot/lib build-plugin.log

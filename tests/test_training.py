@@ -118,3 +118,14 @@ def test_finetune_from_exported_model_and_shallow_ensemble(si_data, tmp_path):
     # warm start: the first fine-tuning epoch starts from the trained weights, not from scratch
     assert float(rows(tuned)[0]["val_score"]) < float(rows(base)[0]["val_score"])
     assert meta["training"]["epochs_run"] == 2
+
+
+def test_power_law_exponent_needs_enough_atoms():
+    from sigmapot.calibrate import MIN_ATOMS_FOR_EXPONENT, fit_power_law
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.01, 0.5, 5000)
+    err = np.linalg.norm(rng.normal(size=(5000, 3)), axis=1) * (0.8 * raw ** 0.6) / np.sqrt(3)
+    a, b = fit_power_law(raw, err)
+    assert abs(b - 0.6) < 0.05 and abs(a - 0.8) < 0.05
+    few = MIN_ATOMS_FOR_EXPONENT - 1
+    assert fit_power_law(raw[:few], err[:few])[1] == 1.0

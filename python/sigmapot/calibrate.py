@@ -1,7 +1,7 @@
 """Calibration of the ensemble spread on held-out frames, stored in the model (one path for all engines).
 
 sigma_F,i = a * raw_i^b, with raw_i the RMS deviation of member forces from the mean force on atom i,
-fit by maximum likelihood of the observed force-error vectors (an isotropic Gaussian per atom, so
+fit by maximum likelihood of the observed force-error vectors (b in [0.25, 2]; b = 1 below 200 atoms) (an isotropic Gaussian per atom, so
 sigma_F,i estimates the RMS norm of the error on atom i).  A power law keeps the ranking of the raw spread
 and corrects both its scale and its tendency to under-spread where the ensemble agrees.  The interval
 half-width q * sigma_F,i uses a split-conformal quantile q of |dF_i| / sigma_F,i, so it covers the stated
@@ -52,6 +52,11 @@ def raw_errors(model, frames: Sequence[Frame]) -> Dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
+# Below this many calibration atoms the exponent is too noisy to fit (it can collapse to b = 0, which
+# gives every atom the same sigma_F); only the scale is fit then.  b >= 0.25 keeps the ranking.
+MIN_ATOMS_FOR_EXPONENT = 200
+
+
 def fit_power_law(raw: np.ndarray, err: np.ndarray) -> tuple[float, float]:
     """Maximum-likelihood (a, b) of sigma = a raw^b for 3-d Gaussian errors of RMS norm sigma."""
     raw = np.maximum(raw, 1e-12)
@@ -63,7 +68,9 @@ def fit_power_law(raw: np.ndarray, err: np.ndarray) -> tuple[float, float]:
         a2 = np.mean(e2 * np.exp(-2 * b * log_raw))
         return float(np.mean(np.log(a2) + 2 * b * log_raw)), math.sqrt(a2)
 
-    grid = np.linspace(0.0, 2.0, 201)
+    if len(raw) < MIN_ATOMS_FOR_EXPONENT:
+        return nll(1.0)[1], 1.0
+    grid = np.linspace(0.25, 2.0, 176)
     values = [nll(b)[0] for b in grid]
     b = float(grid[int(np.argmin(values))])
     return nll(b)[1], b

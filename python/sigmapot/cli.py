@@ -1,4 +1,4 @@
-"""Command line: sigmapot train | export | info | evaluate | plugin-path."""
+"""Command line: sigmapot train | export | info | evaluate | learn | plugin-path."""
 from __future__ import annotations
 
 import argparse
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("plugin-path", help="print the path of the LAMMPS plugin library")
     pp.set_defaults(func=_plugin_path)
+
+    from .learn import add_learn_parser
+    add_learn_parser(sub)
     return p
 
 
