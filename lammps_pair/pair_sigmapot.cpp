@@ -39,11 +39,18 @@ struct SigmapotModel {
 static constexpr int SIGMAPOT_FORMAT_VERSION = 1;
 static constexpr int DEFAULT_CHUNK = 8192;
 
-// text of a torch exception without the C++ backtrace
+// text of a torch exception without the C++ backtrace and without leading blank lines (some torch
+// messages start with a newline, e.g. "\nUnknown type name 'posix.system'", and the callers keep only
+// the first line)
 static std::string torch_message(const std::exception &e)
 {
-  if (auto *ce = dynamic_cast<const c10::Error *>(&e)) return ce->what_without_backtrace();
-  return e.what();
+  std::string msg;
+  if (auto *ce = dynamic_cast<const c10::Error *>(&e))
+    msg = ce->what_without_backtrace();
+  else
+    msg = e.what();
+  const auto first = msg.find_first_not_of(" \t\r\n");
+  return first == std::string::npos ? std::string() : msg.substr(first);
 }
 
 /* ---------------------------------------------------------------------- */

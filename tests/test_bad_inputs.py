@@ -100,3 +100,37 @@ def test_single_atom_empty_and_overlapping_structures(model_file):
     empty = Atoms()
     empty.calc = calc
     assert empty.get_potential_energy() == 0.0
+
+
+def test_more_bad_frames(tmp_path):
+    with pytest.raises(DataError, match="has no atoms"):
+        read_frames(write(tmp_path, "zero.extxyz", '0\nLattice="5 0 0 0 5 0 0 0 5" energy=-1.0 pbc="T T T"\n'))
+    good = FRAME.format(e="-10.0", f="0.1")
+    bad_shape = good.replace("Si 0 0 0 0.1 0 0", "Si 0 0 0 0.1 0")
+    with pytest.raises(DataError):
+        read_frames(write(tmp_path, "shape.extxyz", bad_shape))
+
+
+def test_yaml_with_python_tags_is_refused(tmp_path):
+    cfg = write(tmp_path, "evil.yaml", "train: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not plain YAML"):
+        load_train_config(str(cfg), {})
+
+
+def test_calculator_refuses_nan_positions_and_singular_periodic_cell(model_file):
+    calc = SigmaCalculator(str(model_file))
+    atoms = Atoms("Si2", positions=[[0, 0, 0], [np.nan, 0, 0]])
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        atoms.get_potential_energy()
+    flat = Atoms("Si2", positions=[[0, 0, 0], [1.2, 1.2, 0]], cell=[[4, 0, 0], [0, 4, 0], [0, 0, 0]], pbc=True)
+    flat.calc = calc
+    with pytest.raises(ValueError, match="cell is singular"):
+        flat.get_potential_energy()
+
+
+def test_resume_without_checkpoint_is_explained(tmp_path, si_data):
+    from sigmapot.train import train
+    cfg = load_train_config(None, {"train": [str(si_data / "train.extxyz")], "output": str(tmp_path / "r")})
+    with pytest.raises(FileNotFoundError, match="no checkpoint.*start without --resume"):
+        train(cfg, resume=True, progress=False)

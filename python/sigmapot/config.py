@@ -118,19 +118,26 @@ def _build(cls, data: Dict[str, Any], where: str):
     return cls(**kwargs)
 
 
-def load_train_config(path: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
-    """Read a YAML config (safe loader), apply command-line overrides (dotted keys for the model)."""
-    data: Dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
+def read_yaml_mapping(path: str) -> Dict[str, Any]:
+    """A YAML file of keys to values, read with the safe loader; clear errors otherwise."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
         with open(path) as fh:
             loaded = yaml.safe_load(fh)
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
-        data = loaded
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not plain YAML (tags that construct Python "
+                          f"objects are refused): {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+    return loaded
+
+
+def load_train_config(path: Optional[str], overrides: Dict[str, Any]) -> TrainConfig:
+    """Read a YAML config (safe loader), apply command-line overrides (dotted keys for the model)."""
+    data = read_yaml_mapping(path) if path is not None else {}
     for key, value in overrides.items():
         if value is None:
             continue

@@ -73,8 +73,9 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModu
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError subclasses for broken archives
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ModelFileError(f"'{path}' is not a TorchScript archive (truncated or not exported by "
-                             f"'sigmapot export'): {str(exc).splitlines()[0]}") from None
+                             f"'sigmapot export'): {reason}") from None
     if getattr(module, "model_kind", None) != "sigmapot":
         raise ModelFileError(f"'{path}' is a TorchScript file but not a sigmapot model; export one "
                              "with 'sigmapot export'")

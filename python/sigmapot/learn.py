@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 from ase import Atoms
 
-from .config import ConfigError, TrainConfig, _build
+from .config import ConfigError, TrainConfig, _build, read_yaml_mapping
 from .reference import ReferenceConfig
 
 ENGINES = ("ase", "lammps")
@@ -188,12 +188,7 @@ def _mapping(value: Any, where: str) -> Dict[str, Any]:
 
 def load_learn_config(path: Optional[str], overrides: Dict[str, Any]) -> LearnConfig:
     """Read a YAML config (safe loader), apply overrides ('md.engine' style dotted keys), validate."""
-    data: Dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        with open(path) as fh:
-            data = _mapping(yaml.safe_load(fh), f"config file {path}")
+    data = read_yaml_mapping(path) if path is not None else {}
     for key, value in overrides.items():
         if value is None:
             continue

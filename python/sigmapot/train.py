@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import json
 import math
 import os
 import time
