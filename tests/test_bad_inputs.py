@@ -134,3 +134,13 @@ def test_resume_without_checkpoint_is_explained(tmp_path, si_data):
     cfg = load_train_config(None, {"train": [str(si_data / "train.extxyz")], "output": str(tmp_path / "r")})
     with pytest.raises(FileNotFoundError, match="no checkpoint.*start without --resume"):
         train(cfg, resume=True, progress=False)
+
+
+def test_calculator_stops_on_non_finite_model_output(tmp_path):
+    model = small_model(["Si"])
+    with torch.no_grad():
+        model.mlp[0].weight.fill_(float("nan"))
+    atoms = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]])
+    atoms.calc = SigmaCalculator(str(export_model(model, tmp_path / "nan.pt")))
+    with pytest.raises(FloatingPointError, match=r"non-finite energies; atoms at \[0, 1\]"):
+        atoms.get_potential_energy()
