@@ -120,8 +120,11 @@ def make_plots(frames: Sequence[Frame], preds: Sequence[Dict], out: Path, report
     err = np.concatenate([np.linalg.norm(p["forces"] - f.forces, axis=1) for f, p in zip(frames, preds)])
     sig = np.concatenate([p["forces_std"] for p in preds])
     axes[0].loglog(sig, err, ".", ms=2, alpha=0.4)
-    lim = [max(min(sig.min(), err[err > 0].min()), 1e-4), max(sig.max(), err.max())]
+    # symmetric sites (e.g. ideal crystals) have sigma and error ~1e-7: keep the axes on the bulk
+    lim = [0.5 * min(np.percentile(sig, 1), np.percentile(err, 1)), 2 * max(sig.max(), err.max())]
     axes[0].plot(lim, lim, "k--", lw=0.8)
+    axes[0].set_xlim(lim)
+    axes[0].set_ylim(lim)
     axes[0].set(xlabel="calibrated σ_F (eV/Å)", ylabel="|ΔF| (eV/Å)",
                 title=f"Spearman {report['all']['force_sigma_spearman']:.2f}")
     obs = list(report["all"]["observed_at_nominal"].values())
