@@ -1,7 +1,7 @@
 """ASE calculator that runs an exported sigmapot file (the same TorchScript the LAMMPS plugin runs)."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -9,6 +9,18 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from .export import load_exported, read_metadata
 from .neighbors import neighbor_list
+
+
+def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: np.ndarray,
+                       pbc: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu"
+                       ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """One structure through a model (exported or in memory): forward() with members, then the
+    calibrated uncertainty().  The calculator and the calibration both use exactly this path."""
+    i, j, vec = neighbor_list(positions, cell, pbc, float(model.cutoff))
+    out = model(torch.from_numpy(species).to(device), torch.from_numpy(np.stack([i, j])).to(device),
+                torch.from_numpy(vec).to(device=device, dtype=dtype), len(species), True)
+    unc = model.uncertainty(out["member_energy"], out["member_forces"], out["member_energy"].sum(1))
+    return out, unc
 
 
 class SigmaCalculator(Calculator):
@@ -52,14 +64,9 @@ class SigmaCalculator(Calculator):
         species = self.species_indices(atoms.get_chemical_symbols())
         if not np.isfinite(atoms.positions).all():
             raise ValueError("atoms.positions contains NaN or Inf")
-        i, j, vec = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.cutoff)
         n = len(atoms)
-        to = dict(device=self.device)
-        out = self.model(torch.from_numpy(species).to(**to),
-                         torch.from_numpy(np.stack([i, j])).to(**to),
-                         torch.from_numpy(vec).to(dtype=self.dtype, **to), n, True)
-        unc = self.model.uncertainty(out["member_energy"], out["member_forces"],
-                                     out["member_energy"].sum(1))
+        out, unc = evaluate_structure(self.model, species, atoms.positions, atoms.cell.array, atoms.pbc,
+                                      self.dtype, self.device)
         energies = out["energy"].detach().cpu().double().numpy()
         energy = float(energies.sum())
         self.results = {

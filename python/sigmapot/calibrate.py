@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data import Frame
-from .neighbors import neighbor_list
+from .calculator import evaluate_structure
 
 
 @torch.no_grad()
@@ -36,11 +36,8 @@ def raw_errors(model, frames: Sequence[Frame]) -> Dict[str, np.ndarray]:
         rows: Dict[str, List[np.ndarray]] = {"raw_force": [], "force_error": [], "raw_energy": [],
                                              "energy_error": [], "natoms": []}
         for f in frames:
-            i, j, vec = neighbor_list(f.positions, f.cell, f.pbc, model.cutoff)
-            species = torch.tensor([index[s] for s in f.symbols])
-            out = model(species, torch.from_numpy(np.stack([i, j])), torch.from_numpy(vec).to(dtype),
-                        f.natoms, True)
-            unc = model.uncertainty(out["member_energy"], out["member_forces"], out["member_energy"].sum(1))
+            species = np.array([index[s] for s in f.symbols], dtype=np.int64)
+            out, unc = evaluate_structure(model, species, f.positions, f.cell, f.pbc, dtype)
             rows["raw_force"].append(unc["force_std"].detach().double().numpy())
             rows["force_error"].append(np.linalg.norm(out["forces"].detach().double().numpy() - f.forces, axis=1))
             rows["raw_energy"].append(np.array([float(unc["total_energy_std"])]))
