@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export LD_LIBRARY_PATH := $(CURDIR)/$(VENV)/lib:$(LD_LIBRARY_PATH)
 
-.PHONY: install plugin demo test learn-demo clean
+.PHONY: install plugin demo test bench learn-demo clean
 
 install: $(STAMP) plugin
 
@@ -33,6 +33,16 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# Performance benchmarks (issue 4), ~15 min on 2 cores: results as JSON/markdown/PNG in benchmarks/results.
+bench: install
+	export PATH=$(CURDIR)/$(BIN):$$PATH; \
+	$(BIN)/python benchmarks/lammps_speed.py && \
+	$(BIN)/python benchmarks/scaling.py && \
+	$(BIN)/python benchmarks/memory.py && \
+	$(BIN)/python benchmarks/ase_speed.py && \
+	$(BIN)/python benchmarks/training_speed.py && \
+	$(BIN)/python benchmarks/performance.py
 
 learn-demo: install
 	$(BIN)/sigmapot learn examples/configs/learn.yaml

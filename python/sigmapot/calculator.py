@@ -12,13 +12,17 @@ from .neighbors import neighbor_list
 
 
 def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: np.ndarray,
-                       pbc: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu"
+                       pbc: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu",
+                       uncertainty: bool = True
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """One structure through a model (exported or in memory): forward() with members, then the
-    calibrated uncertainty().  The calculator and the calibration both use exactly this path."""
+    """One structure through a model (exported or in memory): forward() (with members when
+    `uncertainty`), then the calibrated uncertainty().  The calculator and the calibration both use
+    exactly this path."""
     i, j, vec = neighbor_list(positions, cell, pbc, float(model.cutoff))
     out = model(torch.from_numpy(species).to(device), torch.from_numpy(np.stack([i, j])).to(device),
-                torch.from_numpy(vec).to(device=device, dtype=dtype), len(species), True)
+                torch.from_numpy(vec).to(device=device, dtype=dtype), len(species), uncertainty)
+    if not uncertainty:
+        return out, {}
     unc = model.uncertainty(out["member_energy"], out["member_forces"], out["member_energy"].sum(1))
     return out, unc
 
@@ -34,8 +38,10 @@ class SigmaCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
                               "energies_std", "forces_std", "energy_std", "forces_interval"]
 
-    def __init__(self, model: str, device: str = "cpu", dtype: Optional[str] = None, **kwargs):
+    def __init__(self, model: str, device: str = "cpu", dtype: Optional[str] = None,
+                 uncertainty: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.uncertainty = bool(uncertainty)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device='{device}' was asked for but torch sees no CUDA device; "
                                "use device='cpu'")
@@ -66,7 +72,7 @@ class SigmaCalculator(Calculator):
             raise ValueError("atoms.positions contains NaN or Inf")
         n = len(atoms)
         out, unc = evaluate_structure(self.model, species, atoms.positions, atoms.cell.array, atoms.pbc,
-                                      self.dtype, self.device)
+                                      self.dtype, self.device, self.uncertainty)
         energies = out["energy"].detach().cpu().double().numpy()
         energy = float(energies.sum())
         self.results = {
@@ -74,11 +80,17 @@ class SigmaCalculator(Calculator):
             "free_energy": energy,
             "energies": energies,
             "forces": out["forces"].detach().cpu().double().numpy(),
-            "energies_std": unc["energy_std"].detach().cpu().double().numpy(),
-            "forces_std": unc["force_std"].detach().cpu().double().numpy(),
-            "energy_std": float(unc["total_energy_std"]),
-            "forces_interval": unc["force_interval"].detach().cpu().double().numpy(),
         }
+        if self.uncertainty:
+            self.results.update({
+                "energies_std": unc["energy_std"].detach().cpu().double().numpy(),
+                "forces_std": unc["force_std"].detach().cpu().double().numpy(),
+                "energy_std": float(unc["total_energy_std"]),
+                "forces_interval": unc["force_interval"].detach().cpu().double().numpy(),
+            })
+        elif any(p.endswith(("_std", "_interval")) for p in properties):
+            raise ValueError(f"{sorted(properties)} asks for uncertainty but this calculator was made "
+                             "with uncertainty=False; make it with uncertainty=True")
         if atoms.pbc.all():
             virial = out["total_virial"].detach().cpu().double().numpy()
             xx, yy, zz, xy, xz, yz, yx, zx, zy = virial
@@ -90,6 +102,6 @@ class SigmaCalculator(Calculator):
             raise ValueError("stress needs periodic boundaries on all three axes "
                              f"(atoms.pbc = {atoms.pbc.tolist()})")
         for key in ("energies", "forces", "energies_std", "forces_std"):
-            if not np.isfinite(self.results[key]).all():
+            if key in self.results and not np.isfinite(self.results[key]).all():
                 raise FloatingPointError(f"the model returned non-finite {key}; atoms at "
                                          f"{np.flatnonzero(~np.isfinite(self.results[key]).reshape(n, -1).all(1)).tolist()}")

@@ -5,8 +5,8 @@ Gaussian-multipole descriptors:
 
     A^(l)_{ik} = sum_{j in r_c} R_k(r_ij, z_j) u_ij^{(x)l},   l = 0..3,  u = r_ij / |r_ij|
 
-with learnable radial channels R_k (a Bessel basis times a smooth envelope, mixed linearly, scaled per
-neighbour element).  Rotation invariants of body order 2..4 are contracted from the moments
+with learnable radial channels R_k (a Bessel basis times a smooth envelope, mixed linearly by a matrix
+per neighbour element).  Rotation invariants of body order 2..4 are contracted from the moments
 (A0, A1.A1', A2:A2', A3:A3', A1.A2'.A1, tr(A2 A2' A2), A1.A3:A2; a prime marks a learnable channel mix)
 and fed, with the centre's element, to a per-member MLP that gives the atomic energy.
 
@@ -61,7 +61,6 @@ def _contraction_tables() -> Dict[str, list]:
         # (b3 : a2)_a = sum_bc b3_abc a2_bc, for each a and compact (b, c)
         "vector_b3": [_compact(a, b, c) for a in range(3) for b, c in pairs],
         "vector_a2": [_compact(b, c) for _ in range(3) for b, c in pairs],
-        "vector_w": [[w] for _ in range(3) for w in weights2],
     }
 
 
@@ -126,9 +125,8 @@ class SigmaModel(nn.Module):
         def uniform(*shape: int, scale: float) -> nn.Parameter:
             return nn.Parameter((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale)
 
-        self.radial_weight = uniform(Md, Nb, K, scale=math.sqrt(3.0 / Nb))
-        self.neighbor_weight = nn.Parameter(torch.ones(Md, Z, K, dtype=torch.float64)
-                                            + 0.1 * uniform(Md, Z, K, scale=1.0).data)
+        # One radial weight matrix per neighbour element (rows z*Nb..z*Nb+Nb-1 act on element z).
+        self.radial_weight = uniform(Md, Z * Nb, K, scale=math.sqrt(3.0 / Nb))
         # channel mixes for ranks 1, 2, 3 (identity plus noise: starts from the "diagonal" invariants)
         eye = torch.eye(K, dtype=torch.float64).expand(3, Md, K, K)
         self.channel_mix = nn.Parameter(eye + uniform(3, Md, K, K, scale=0.3 / math.sqrt(K)).data)
@@ -151,7 +149,7 @@ class SigmaModel(nn.Module):
         self.register_buffer("calibration", torch.tensor([1.0, 1.0, 1.0, 1.645], dtype=torch.float64))
 
         for name, values in _contraction_tables().items():
-            dtype = torch.float64 if name.startswith(("weights", "vector_w")) else torch.long
+            dtype = torch.float64 if name.startswith("weights") else torch.long
             self.register_buffer(name, torch.tensor(values, dtype=dtype))
 
     # ------------------------------------------------------------------ descriptor and energies
@@ -166,17 +164,28 @@ class SigmaModel(nn.Module):
 
     def descriptors(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
                     vec: torch.Tensor, n_local: int) -> torch.Tensor:
-        """Invariant features (M', n_local, 7K), standardised.  `vec` is (1, E, 3) or (M, E, 3);
-        M' = 1 for a shared descriptor evaluated on shared geometry, else M."""
-        K = self.num_channels
-        r = torch.linalg.vector_norm(vec, dim=-1)                                 # (M', E)
+        """Invariant features (M', n_local, 7K), standardised.  `vec` is (G, E, 3) with G = 1 (one
+        geometry shared by all members) or G = M (a copy per member, for per-member forces);
+        M' = 1 for a shared descriptor on shared geometry, else M."""
+        G, Md, K = vec.shape[0], self.radial_weight.shape[0], self.num_channels
+        r = torch.linalg.vector_norm(vec, dim=-1)                                 # (G, E)
         u = vec / r.clamp(min=1e-4 * self.cutoff).unsqueeze(-1)
-        phi = bessel_basis(r, self.cutoff, self.num_radial, self.envelope_p)      # (M', E, Nb)
-        radial = torch.matmul(phi, self.radial_weight)                            # (M, E, K)
-        radial = radial * self.neighbor_weight[:, species[neighbor]]
-        ylm = self._monomials(u)                                                  # (M', E, 20)
+        # 1/avg_num_neighbors folded into the basis keeps the moments O(1) at no extra pass.
+        phi = bessel_basis(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
+        if self.num_elements > 1:  # (G, E, Z*Nb): the basis sits in the block of j's element
+            onehot = torch.nn.functional.one_hot(species[neighbor], self.num_elements).to(phi.dtype)
+            phi = (onehot.unsqueeze(-1) * phi.unsqueeze(-2)).flatten(-2)
+        if G == 1 and Md > 1:
+            # Members share the geometry: fold them into the channel axis (C = M*K) so that the
+            # radial product and the moment sums are single large matmuls with no broadcast copies.
+            weight = self.radial_weight.transpose(0, 1).reshape(1, -1, Md * K)
+        else:
+            weight = self.radial_weight
+        radial = torch.matmul(phi, weight)                                        # (G, E, C)
+        ylm = self._monomials(u)                                                  # (G, E, 20)
 
-        # Scatter edges into a padded (atom, slot) layout so that the moment sums are batched matmuls.
+        # Scatter edges into a padded (atom, slot) layout so that the moment sums are batched matmuls;
+        # `flat` is each edge's (atom, slot) position, in the caller's edge order.
         order = torch.argsort(center, stable=True)
         center_sorted = center[order]
         counts = torch.bincount(center_sorted, minlength=n_local)
@@ -184,13 +193,14 @@ class SigmaModel(nn.Module):
         width = max(width, 1)
         start = torch.cumsum(counts, 0) - counts
         slot = torch.arange(center.numel(), device=center.device) - start[center_sorted]
-        flat = center_sorted * width + slot
-        Mr, My = radial.shape[0], ylm.shape[0]
-        radial_pad = radial.new_zeros(Mr, n_local * width, K).index_copy(1, flat, radial[:, order])
-        ylm_pad = ylm.new_zeros(My, n_local * width, 20).index_copy(1, flat, ylm[:, order])
-        moments = torch.matmul(ylm_pad.view(My, n_local, width, 20).transpose(2, 3),
-                               radial_pad.view(Mr, n_local, width, K))            # (M', n, 20, K)
-        moments = moments / self.avg_num_neighbors
+        flat = torch.empty_like(order).index_copy_(0, order, center_sorted * width + slot)
+        C = radial.shape[-1]
+        radial_pad = radial.new_zeros(G, n_local * width, C).index_copy(1, flat, radial)
+        ylm_pad = ylm.new_zeros(G, n_local * width, 20).index_copy(1, flat, ylm)
+        moments = torch.matmul(ylm_pad.view(G, n_local, width, 20).transpose(2, 3),
+                               radial_pad.view(G, n_local, width, C))             # (G, n, 20, C)
+        if C != K:  # folded members back to a leading member axis
+            moments = moments.view(n_local, 20, Md, K).permute(2, 0, 1, 3).contiguous()
         return self._invariants(moments)
 
     def _invariants(self, moments: torch.Tensor) -> torch.Tensor:
@@ -202,25 +212,29 @@ class SigmaModel(nn.Module):
         """
         K = self.num_channels
         Mm, n = moments.shape[0], moments.shape[1]
-        a0, a1, a2, a3 = moments[:, :, 0], moments[:, :, 1:4], moments[:, :, 4:10], moments[:, :, 10:20]
+        # split (not slicing): its backward is one cat instead of a zero-filled copy per slice
+        a0, a1, a2, a3 = moments.split([1, 3, 6, 10], dim=2)
+        a0 = a0.squeeze(2)
         mix = self.channel_mix
         if mix.shape[1] != Mm:  # shared mixes on per-member geometry
             mix = mix.expand(3, Mm, K, K)
         b1 = torch.bmm(a1.reshape(Mm, n * 3, K), mix[0]).view(Mm, n, 3, K)
         b2 = torch.bmm(a2.reshape(Mm, n * 6, K), mix[1]).view(Mm, n, 6, K)
         b3 = torch.bmm(a3.reshape(Mm, n * 10, K), mix[2]).view(Mm, n, 10, K)
-        w2, w3 = self.weights2.view(6, 1), self.weights3.view(10, 1)
+        # Multinomial weights applied once to a rank-2/3 factor rather than inside each product.
+        b2w = b2 * self.weights2.view(6, 1)
+        a2w = a2 * self.weights2.view(6, 1)
         a1a1 = a1.index_select(2, self.pair_first) * a1.index_select(2, self.pair_second)
         a2a2 = (a2.index_select(2, self.square_left) * a2.index_select(2, self.square_right)).view(Mm, n, 6, 3, K).sum(3)
-        b3a2 = (b3.index_select(2, self.vector_b3) * a2.index_select(2, self.vector_a2)
-                * self.vector_w).view(Mm, n, 3, 6, K).sum(3)
+        b3a2 = (b3.index_select(2, self.vector_b3)
+                * a2w.index_select(2, self.vector_a2)).view(Mm, n, 3, 6, K).sum(3)
         feats = [
             a0,
             (a1 * b1).sum(2),
-            (a2 * b2 * w2).sum(2),
-            (a3 * b3 * w3).sum(2),
-            (a1a1 * b2 * w2).sum(2),            # a1 . b2 . a1
-            (a2a2 * b2 * w2).sum(2),            # tr(a2 b2 a2)
+            (a2 * b2w).sum(2),
+            (a3 * b3 * self.weights3.view(10, 1)).sum(2),
+            (a1a1 * b2w).sum(2),                # a1 . b2 . a1
+            (a2a2 * b2w).sum(2),                # tr(a2 b2 a2)
             (a1 * b3a2).sum(2),                 # a1 . (b3 : a2)
         ]
         x = torch.cat(feats, dim=-1)
