@@ -37,7 +37,9 @@ struct SigmapotModel {
 }    // namespace LAMMPS_NS
 
 static constexpr int SIGMAPOT_FORMAT_VERSION = 1;
-static constexpr int DEFAULT_CHUNK = 8192;
+// 1024 atoms keep a chunk's float32 work arrays in the shared L3 cache: measured faster than 8192 on one
+// rank and scaling 1 -> 2 ranks at 0.99 instead of 0.75 (benchmarks/README.md)
+static constexpr int DEFAULT_CHUNK = 1024;
 
 // text of a torch exception without the C++ backtrace and without leading blank lines (some torch
 // messages start with a newline, e.g. "\nUnknown type name 'posix.system'", and the callers keep only
