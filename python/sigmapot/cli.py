@@ -58,7 +58,7 @@ def _info(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    report = evaluate(args.model, args.data, plots=args.plots, json_path=args.json)
+    report = evaluate(args.model, args.data, plots=args.plots, json_path=args.json, dtype=args.dtype)
     a = report["all"]
     print(f"{a['frames']} frames, {a['atoms']} atoms")
     print(f"energy MAE {a['energy_mae_meV_atom']:.2f} meV/atom  RMSE {a['energy_rmse_meV_atom']:.2f}")
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("data")
     v.add_argument("--plots", help="directory for parity and calibration PNGs")
     v.add_argument("--json", help="write the full report as JSON")
+    v.add_argument("--dtype", choices=["float64", "float32"],
+                   help="run the model in this precision (default: the file's)")
     v.set_defaults(func=_evaluate)
 
     pp = sub.add_parser("plugin-path", help="print the path of the LAMMPS plugin library")

@@ -72,8 +72,9 @@ def uncertainty_metrics(frames: Sequence[Frame], preds: Sequence[Dict], coverage
             "observed_at_nominal": dict(zip([f"{p:.2f}" for p in NOMINAL], observed.round(4).tolist()))}
 
 
-def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Optional[str] = None) -> Dict:
-    calc = SigmaCalculator(model)
+def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Optional[str] = None,
+             dtype: Optional[str] = None) -> Dict:
+    calc = SigmaCalculator(model, dtype=dtype)
     frames = read_frames(data)
     preds = predict_frames(calc, frames)
     coverage = float(calc.metadata.get("calibration", {}).get("coverage", 0.9))
