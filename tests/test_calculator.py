@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.filters import FrechetCellFilter
@@ -94,3 +95,27 @@ def test_mean_force_mode_matches_and_refuses_uncertainty(model_file):
     assert "forces_std" not in mean.results
     with pytest.raises(ValueError, match="uncertainty=True"):
         mean.get_property("forces_std", atoms)
+
+
+@pytest.mark.parametrize("pbc", [True, False])
+def test_chunked_evaluation_equals_one_call(model_file, pbc):
+    """Chunks of centre atoms (what LAMMPS hands the model) sum to the single call: energies, forces,
+    virials, member values and uncertainties; the 1x1x1 cell has periodic self-images in its edges."""
+    from sigmapot.calculator import evaluate_structure
+    from sigmapot.export import load_exported
+
+    model = load_exported(model_file)
+    for atoms in (rattled_sige(12, size=(1, 1, 1)), rattled_sige(13)):
+        atoms.pbc = pbc
+        species = SigmaCalculator(str(model_file)).species_indices(atoms.get_chemical_symbols())
+        args = (model, species, atoms.positions, atoms.cell.array, atoms.pbc, torch.float64)
+        ref, ref_unc = evaluate_structure(*args, chunk=10_000)
+        for chunk in (1, 5, 17):
+            out, unc = evaluate_structure(*args, chunk=chunk)
+            assert out.keys() == ref.keys() and unc.keys() == ref_unc.keys()
+            for key in ref:
+                torch.testing.assert_close(out[key], ref[key], rtol=0, atol=1e-10, msg=f"{key}, chunk {chunk}")
+            for key in ref_unc:
+                torch.testing.assert_close(unc[key], ref_unc[key], rtol=0, atol=1e-10, msg=f"{key}, chunk {chunk}")
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        SigmaCalculator(str(model_file), chunk=0)

@@ -11,20 +11,73 @@ from .export import load_exported, read_metadata
 from .neighbors import neighbor_list
 
 
+DEFAULT_CHUNK = 1024  # centre atoms per model call, as in the LAMMPS pair style (work arrays stay in cache)
+
+# forward() outputs that are per atom (first axis or second for member_*), summed over chunks
+_PER_ATOM = ("forces", "virial", "centroid_virial")
+
+
 def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: np.ndarray,
                        pbc: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu",
-                       uncertainty: bool = True
+                       uncertainty: bool = True, chunk: int = DEFAULT_CHUNK
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """One structure through a model (exported or in memory): forward() (with members when
-    `uncertainty`), then the calibrated uncertainty().  The calculator and the calibration both use
-    exactly this path."""
+    `uncertainty`) on chunks of `chunk` centre atoms, then the calibrated uncertainty().  The
+    calculator and the calibration both use exactly this path.
+
+    A chunk is what the LAMMPS pair style hands the model: its centres first, then the other atoms
+    their edges reach; per-atom outputs (forces on neighbours too) are summed into the structure's.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 centre atoms, got {chunk}")
     i, j, vec = neighbor_list(positions, cell, pbc, float(model.cutoff))
-    out = model(torch.from_numpy(species).to(device), torch.from_numpy(np.stack([i, j])).to(device),
-                torch.from_numpy(vec).to(device=device, dtype=dtype), len(species), uncertainty)
+    n = len(species)
+    order = np.argsort(i, kind="stable")
+    i, j, vec = i[order], j[order], vec[order]
+    bounds = np.searchsorted(i, np.arange(0, n + chunk, chunk))
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    total: Dict[str, torch.Tensor] = {}
+    for c, start in enumerate(range(0, max(n, 1), chunk)):
+        end = min(n, start + chunk)
+        ci, cj, cvec = i[bounds[c]:bounds[c + 1]], j[bounds[c]:bounds[c + 1]], vec[bounds[c]:bounds[c + 1]]
+        atoms = np.arange(start, end)
+        if start > 0 or end < n:  # the other atoms this chunk's edges reach, after its centres
+            atoms = np.concatenate([atoms, np.setdiff1d(cj, atoms)])
+        local = np.empty(n, dtype=np.int64)
+        local[atoms] = np.arange(len(atoms))
+        out = model(as_tensor(species[atoms]), as_tensor(np.stack([ci - start, local[cj]])),
+                    as_tensor(cvec).to(dtype), end - start, uncertainty)
+        total = _accumulate(total, out, torch.from_numpy(atoms).to(device), n)
     if not uncertainty:
-        return out, {}
-    unc = model.uncertainty(out["member_energy"], out["member_forces"], out["member_energy"].sum(1))
-    return out, unc
+        return total, {}
+    unc = model.uncertainty(total["member_energy"], total["member_forces"], total["member_energy"].sum(1))
+    return total, unc
+
+
+def _accumulate(total: Dict[str, torch.Tensor], out: Dict[str, torch.Tensor], atoms: torch.Tensor,
+                n: int) -> Dict[str, torch.Tensor]:
+    """Add one chunk's outputs (its atoms `atoms`, centres first) into the structure's totals."""
+    if not total:  # zeros shaped like the outputs, with n atoms
+        for key, value in out.items():
+            shape = list(value.shape)
+            if key == "energy" or key in _PER_ATOM:
+                shape[0] = n
+            elif key.startswith("member_"):
+                shape[1] = n
+            total[key] = value.new_zeros(shape)
+    nc = out["energy"].shape[0]
+    for key, value in out.items():
+        if key == "energy":
+            total[key][atoms[:nc]] += value
+        elif key in _PER_ATOM:
+            total[key].index_add_(0, atoms, value)
+        elif key == "member_energy":
+            total[key][:, atoms[:nc]] += value
+        elif key == "member_forces":
+            total[key].index_add_(1, atoms, value)
+        else:  # total_virial
+            total[key] += value
+    return total
 
 
 class SigmaCalculator(Calculator):
@@ -39,9 +92,12 @@ class SigmaCalculator(Calculator):
                               "energies_std", "forces_std", "energy_std", "forces_interval"]
 
     def __init__(self, model: str, device: str = "cpu", dtype: Optional[str] = None,
-                 uncertainty: bool = True, **kwargs):
+                 uncertainty: bool = True, chunk: int = DEFAULT_CHUNK, **kwargs):
         super().__init__(**kwargs)
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1 centre atoms per model call, got {chunk}")
         self.uncertainty = bool(uncertainty)
+        self.chunk = int(chunk)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device='{device}' was asked for but torch sees no CUDA device; "
                                "use device='cpu'")
@@ -72,7 +128,7 @@ class SigmaCalculator(Calculator):
             raise ValueError("atoms.positions contains NaN or Inf")
         n = len(atoms)
         out, unc = evaluate_structure(self.model, species, atoms.positions, atoms.cell.array, atoms.pbc,
-                                      self.dtype, self.device, self.uncertainty)
+                                      self.dtype, self.device, self.uncertainty, self.chunk)
         energies = out["energy"].detach().cpu().double().numpy()
         energy = float(energies.sum())
         self.results = {
