@@ -6,7 +6,7 @@ Each configuration runs in its own `mpirun -np R` process (1 thread per rank), a
 --repeats rounds; the best round is kept.  SNAP (Zuo et al. 2020 Si) is scaled the same way once:
 how far a potential with no Python or torch in the loop scales on this machine.
 
-    python benchmarks/scaling.py [--model FILE.pt] [--steps 3] [--repeats 2]
+    python benchmarks/scaling.py [--model FILE.pt] [--steps 3] [--repeats 3]
 Writes benchmarks/results/scaling.{json,md,png}.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--model", help="exported model (default: the full recipe's architecture, see common.py)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     if args.worker:
         return worker(args.worker)
