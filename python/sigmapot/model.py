@@ -6,9 +6,11 @@ Gaussian-multipole descriptors:
     A^(l)_{ik} = sum_{j in r_c} R_k(r_ij, z_j) u_ij^{(x)l},   l = 0..3,  u = r_ij / |r_ij|
 
 with learnable radial channels R_k (a Bessel basis times a smooth envelope, mixed linearly by a matrix
-per neighbour element).  Rotation invariants of body order 2..4 are contracted from the moments
-(A0, A1.A1', A2:A2', A3:A3', A1.A2'.A1, tr(A2 A2' A2), A1.A3:A2; a prime marks a learnable channel mix)
-and fed, with the centre's element, to a per-member MLP that gives the atomic energy.
+per neighbour element).  Rotation invariants of body order 2..5 are contracted from the moments
+(A0, A1.A1', A2:A2', A3:A3', A1.A2'.A1, tr(A2 A2' A2), A1.(A3':A2), A1.A2A2.A1, |A3':A2|^2, tr(A2^4);
+a prime marks a learnable channel mix) and fed, with the centre's element, to a per-member MLP that
+gives the atomic energy.  The three body-order-5 terms reuse products the others already form; they
+cut the Si test energy error by 10 % at unchanged force error (benchmarks/README.md).
 
 All members are held as batched parameters with a leading member dimension, so one call evaluates the
 whole ensemble with a few batched matrix products.  Forces, virials and per-member forces come from
@@ -131,7 +133,7 @@ class SigmaModel(nn.Module):
         eye = torch.eye(K, dtype=torch.float64).expand(3, Md, K, K)
         self.channel_mix = nn.Parameter(eye + uniform(3, Md, K, K, scale=0.3 / math.sqrt(K)).data)
 
-        num_features = 7 * K
+        num_features = 10 * K
         widths = [num_features + Z] + list(config.hidden) + [1]
         self.mlp = nn.ModuleList(
             [EnsembleLinear(uniform(M, w_in, w_out, scale=math.sqrt(6.0 / (w_in + w_out))
@@ -164,7 +166,7 @@ class SigmaModel(nn.Module):
 
     def descriptors(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
                     vec: torch.Tensor, n_local: int) -> torch.Tensor:
-        """Invariant features (M', n_local, 7K), standardised.  `vec` is (G, E, 3) with G = 1 (one
+        """Invariant features (M', n_local, 10K), standardised.  `vec` is (G, E, 3) with G = 1 (one
         geometry shared by all members) or G = M (a copy per member, for per-member forces);
         M' = 1 for a shared descriptor on shared geometry, else M."""
         G, Md, K = vec.shape[0], self.radial_weight.shape[0], self.num_channels
@@ -204,7 +206,7 @@ class SigmaModel(nn.Module):
         return self._invariants(moments)
 
     def _invariants(self, moments: torch.Tensor) -> torch.Tensor:
-        """Body-order 2-4 rotation invariants from compact symmetric moments (M', n, 20, K).
+        """Body-order 2-5 rotation invariants from compact symmetric moments (M', n, 20, K).
 
         Channels K stay the contiguous last axis and symmetric tensors stay compact (6 and 10
         components, contracted with multinomial weights), so every step is a vectorised elementwise
@@ -236,6 +238,9 @@ class SigmaModel(nn.Module):
             (a1a1 * b2w).sum(2),                # a1 . b2 . a1
             (a2a2 * b2w).sum(2),                # tr(a2 b2 a2)
             (a1 * b3a2).sum(2),                 # a1 . (b3 : a2)
+            (a1a1 * a2a2 * self.weights2.view(6, 1)).sum(2),   # a1 . a2 a2 . a1   (body order 5)
+            (b3a2 * b3a2).sum(2),                              # |b3 : a2|^2
+            (a2a2 * a2a2 * self.weights2.view(6, 1)).sum(2),   # tr(a2^4)
         ]
         x = torch.cat(feats, dim=-1)
         return (x - self.feature_mean) / self.feature_std
