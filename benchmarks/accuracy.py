@@ -1,6 +1,6 @@
 """Accuracy benchmark (issue: core): train the default recipe on mlearn Si/Ge, evaluate on the test split.
 
-Writes benchmarks/results/accuracy_<element>.json and appends a markdown table to
+Writes benchmarks/results/accuracy_<element>.json (+ the run's metrics.csv) and appends a markdown table to
 benchmarks/results/accuracy.md.  Validation is carved out of train.extxyz only; test.extxyz is never
 seen during training, early stopping or calibration.
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def main() -> None:
                                   + (f" --time-budget {args.time_budget}" if args.time_budget else ""),
                        "published": PUBLISHED[el], "target": TARGET[el]})
         (out / f"accuracy_{el}.json").write_text(json.dumps(report, indent=2))
+        shutil.copy(run / "metrics.csv", out / f"accuracy_{el}_metrics.csv")  # read by training_speed.py
         a = report["all"]
         lines = [f"\n## {el}: trained {wall / 60:.1f} min ({report['command']})\n",
                  "| model | energy MAE (meV/atom) | force MAE (eV/Å) |", "|---|---|---|",
