@@ -408,7 +408,9 @@ def scenario_balance(s):
         lmp = setup(s["data"], "p p f", s["procs"] if name != "rcb" else "", pre)
         lmp.command("run 0")
         before = comm.allgather(lmp.extract_global("nlocal"))
-        lmp.commands_string(HOT + cmds + "run 100")
+        # reflecting z walls: at 800 K the random-weight test model can fling a surface atom out of
+        # the non-periodic z of the slab (lost atoms); the walls act the same on every rank layout
+        lmp.commands_string(HOT + "fix walls all wall/reflect zlo EDGE zhi EDGE\n" + cmds + "run 100")
         for k, v in snap(lmp).items():
             out[f"{name}_{k}"] = v
         out[f"{name}_nlocal_before"] = np.array(before)

@@ -34,7 +34,7 @@ def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: 
     n = len(species)
     order = np.argsort(i, kind="stable")
     i, j, vec = i[order], j[order], vec[order]
-    bounds = np.searchsorted(i, np.arange(0, n + chunk, chunk))
+    bounds = np.searchsorted(i, np.arange(0, max(n, 1) + chunk, chunk))  # chunk c: edges bounds[c]:bounds[c+1]
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     total: Dict[str, torch.Tensor] = {}
     for c, start in enumerate(range(0, max(n, 1), chunk)):
