@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from ase.build import bulk
 
-from common import RESULTS, benchmark_models, best_of_alternating, pair_commands, time_md, write_results
+from common import (RESULTS, best_of_alternating, model_arguments, pair_commands, selected_model, time_md,
+                    write_results)
 
 SIZES = [(2, 2, 2), (4, 4, 4), (5, 5, 10), (11, 11, 11)]   # 64, 512, 2,000, 10,648 atoms
 LAMMPS_CELLS = (5, 5, 10)
@@ -87,13 +88,11 @@ def plot(rows: dict, lammps: dict, path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="exported model (default: the full recipe's architecture, see common.py)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    model_arguments(p)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(1)
-    models = benchmark_models(RESULTS / "models", args.model)
-    model = models.get("given") or models[args.dtype]
+    model = selected_model(args)
     rows = {mode: [time_ase(model, cells, mode == "uncertainty", args.repeats) for cells in SIZES]
             for mode in ("uncertainty", "mean")}
     lammps = {}

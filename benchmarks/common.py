@@ -1,8 +1,11 @@
 """Shared pieces of the benchmarks: paths, the benchmark model, LAMMPS set-up, timing, result files."""
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +45,30 @@ def benchmark_models(out_dir: Path, model: str | None = None) -> Dict[str, Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     return {name: export_model(net, out_dir / f"si_full_{name}.pt", dtype=getattr(torch, name))
             for name in ("float64", "float32")}
+
+
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and --dtype, the options of the scripts that time one model file (`selected_model`)."""
+    parser.add_argument("--model", help="exported model (default: the full recipe's architecture, see common.py)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="dtype of the default model (ignored with --model)")
+
+
+def selected_model(args: argparse.Namespace) -> Path:
+    """The file `model_arguments` picked: --model as given, else the default model in --dtype."""
+    models = benchmark_models(RESULTS / "models", args.model)
+    return models.get("given") or models[args.dtype]
+
+
+def run_worker(script: str, ranks: int, job: dict) -> dict:
+    """Run `script --worker JOB` under `mpirun -np ranks` (1 thread per rank, a fresh process: clean
+    timings and peak RSS) and return the JSON its rank 0 printed last."""
+    cmd = ["mpirun", "-np", str(ranks), sys.executable, script, "--worker", json.dumps(job)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:5])} {job} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def pair_commands(style: str, model: Path | None = None, uncertainty_every: int = 0,

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from common import RESULTS, benchmark_models, pair_commands, write_results
+from common import RESULTS, model_arguments, pair_commands, run_worker, selected_model, write_results
 
 SIZES = [(8, 8, 8), (16, 16, 16), (32, 32, 32), (50, 50, 50)]   # 4,096 ... 1,000,000 atoms
 
@@ -69,28 +66,20 @@ def plot(rows: list, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--model", help="exported model (default: the full recipe's architecture, see common.py)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    model_arguments(p)
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--max-atoms", type=int, default=1_000_000)
     args = p.parse_args()
     if args.worker:
         return worker(args.worker)
-    models = benchmark_models(RESULTS / "models", args.model)
-    model = models.get("given") or models[args.dtype]
+    model = selected_model(args)
     pair = pair_commands("sigmapot", model)
     rows = []
     for cells in SIZES:
         if 8 * cells[0] * cells[1] * cells[2] > args.max_atoms:
             continue
-        cmd = ["mpirun", "-np", str(args.ranks), sys.executable, __file__, "--worker",
-               json.dumps({"cells": cells, "pair": pair, "steps": args.steps})]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if out.returncode != 0:
-            raise RuntimeError(f"memory worker for {cells} failed:\n{out.stderr[-3000:]}")
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = run_worker(__file__, args.ranks, {"cells": cells, "pair": pair, "steps": args.steps})
         total, fixed = sum(r["peak_rss_mb"]), sum(r["fixed_rss_mb"])
         r["kb_per_atom"] = total * 1024 / r["atoms"]
         r["kb_per_atom_above_fixed"] = (total - fixed) * 1024 / r["atoms"]

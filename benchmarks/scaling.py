@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from common import RESULTS, benchmark_models, pair_commands, write_results
+from common import RESULTS, model_arguments, pair_commands, run_worker, selected_model, write_results
 
 STRONG = (10, 10, 20)                  # 16,000 atoms
 WEAK = {1: (10, 10, 10), 2: (10, 10, 20)}  # 8,000 atoms per rank
@@ -26,13 +23,7 @@ WEAK = {1: (10, 10, 10), 2: (10, 10, 20)}  # 8,000 atoms per rank
 
 def launch(ranks: int, cells: tuple, pair: str, steps: int) -> float:
     """Seconds per step of one `mpirun -np ranks` worker process."""
-    cmd = ["mpirun", "-np", str(ranks), sys.executable, __file__, "--worker", json.dumps(
-        {"cells": cells, "pair": pair, "steps": steps})]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds_per_step"]
+    return run_worker(__file__, ranks, {"cells": cells, "pair": pair, "steps": steps})["seconds_per_step"]
 
 
 def worker(spec: str) -> None:
@@ -70,15 +61,13 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--model", help="exported model (default: the full recipe's architecture, see common.py)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    model_arguments(p)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     if args.worker:
         return worker(args.worker)
-    models = benchmark_models(RESULTS / "models", args.model)
-    model = models.get("given") or models[args.dtype]
+    model = selected_model(args)
     sigmapot = pair_commands("sigmapot", model)
     results = {}
     for name, pair, repeats, weak in (("sigmapot", sigmapot, args.repeats, True),

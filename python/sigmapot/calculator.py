@@ -17,6 +17,12 @@ DEFAULT_CHUNK = 1024  # centre atoms per model call, as in the LAMMPS pair style
 _PER_ATOM = ("forces", "virial", "centroid_virial")
 
 
+def check_chunk(chunk: int) -> int:
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1 centre atoms per model call, got {chunk}")
+    return int(chunk)
+
+
 def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: np.ndarray,
                        pbc: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu",
                        uncertainty: bool = True, chunk: int = DEFAULT_CHUNK
@@ -28,8 +34,7 @@ def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: 
     A chunk is what the LAMMPS pair style hands the model: its centres first, then the other atoms
     their edges reach; per-atom outputs (forces on neighbours too) are summed into the structure's.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 centre atoms, got {chunk}")
+    chunk = check_chunk(chunk)
     i, j, vec = neighbor_list(positions, cell, pbc, float(model.cutoff))
     n = len(species)
     order = np.argsort(i, kind="stable")
@@ -37,13 +42,13 @@ def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: 
     bounds = np.searchsorted(i, np.arange(0, max(n, 1) + chunk, chunk))  # chunk c: edges bounds[c]:bounds[c+1]
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     total: Dict[str, torch.Tensor] = {}
+    local = np.empty(n, dtype=np.int64)  # atom -> index within the current chunk (only its atoms are read)
     for c, start in enumerate(range(0, max(n, 1), chunk)):
         end = min(n, start + chunk)
         ci, cj, cvec = i[bounds[c]:bounds[c + 1]], j[bounds[c]:bounds[c + 1]], vec[bounds[c]:bounds[c + 1]]
         atoms = np.arange(start, end)
         if start > 0 or end < n:  # the other atoms this chunk's edges reach, after its centres
             atoms = np.concatenate([atoms, np.setdiff1d(cj, atoms)])
-        local = np.empty(n, dtype=np.int64)
         local[atoms] = np.arange(len(atoms))
         out = model(as_tensor(species[atoms]), as_tensor(np.stack([ci - start, local[cj]])),
                     as_tensor(cvec).to(dtype), end - start, uncertainty)
@@ -94,10 +99,8 @@ class SigmaCalculator(Calculator):
     def __init__(self, model: str, device: str = "cpu", dtype: Optional[str] = None,
                  uncertainty: bool = True, chunk: int = DEFAULT_CHUNK, **kwargs):
         super().__init__(**kwargs)
-        if int(chunk) < 1:
-            raise ValueError(f"chunk must be >= 1 centre atoms per model call, got {chunk}")
+        self.chunk = check_chunk(chunk)
         self.uncertainty = bool(uncertainty)
-        self.chunk = int(chunk)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device='{device}' was asked for but torch sees no CUDA device; "
                                "use device='cpu'")

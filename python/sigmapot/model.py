@@ -224,8 +224,8 @@ class SigmaModel(nn.Module):
         b2 = torch.bmm(a2.reshape(Mm, n * 6, K), mix[1]).view(Mm, n, 6, K)
         b3 = torch.bmm(a3.reshape(Mm, n * 10, K), mix[2]).view(Mm, n, 10, K)
         # Multinomial weights applied once to a rank-2/3 factor rather than inside each product.
-        b2w = b2 * self.weights2.view(6, 1)
-        a2w = a2 * self.weights2.view(6, 1)
+        w2 = self.weights2.view(6, 1)
+        b2w, a2w = b2 * w2, a2 * w2
         a1a1 = a1.index_select(2, self.pair_first) * a1.index_select(2, self.pair_second)
         a2a2 = (a2.index_select(2, self.square_left) * a2.index_select(2, self.square_right)).view(Mm, n, 6, 3, K).sum(3)
         b3a2 = (b3.index_select(2, self.vector_b3)
@@ -238,9 +238,9 @@ class SigmaModel(nn.Module):
             (a1a1 * b2w).sum(2),                # a1 . b2 . a1
             (a2a2 * b2w).sum(2),                # tr(a2 b2 a2)
             (a1 * b3a2).sum(2),                 # a1 . (b3 : a2)
-            (a1a1 * a2a2 * self.weights2.view(6, 1)).sum(2),   # a1 . a2 a2 . a1   (body order 5)
-            (b3a2 * b3a2).sum(2),                              # |b3 : a2|^2
-            (a2a2 * a2a2 * self.weights2.view(6, 1)).sum(2),   # tr(a2^4)
+            (a1a1 * a2a2 * w2).sum(2),          # a1 . a2 a2 . a1   (body order 5)
+            (b3a2 * b3a2).sum(2),               # |b3 : a2|^2
+            (a2a2 * a2a2 * w2).sum(2),          # tr(a2^4)
         ]
         x = torch.cat(feats, dim=-1)
         return (x - self.feature_mean) / self.feature_std
