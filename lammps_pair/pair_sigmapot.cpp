@@ -36,7 +36,7 @@ struct SigmapotModel {
 };
 }    // namespace LAMMPS_NS
 
-static constexpr int SIGMAPOT_FORMAT_VERSION = 1;
+static constexpr int SIGMAPOT_FORMAT_VERSION = 2;  // 2: forward() takes with_virial
 // 1024 atoms keep a chunk's float32 work arrays in the shared L3 cache: measured faster than 8192 on one
 // rank and scaling 1 -> 2 ranks at 0.99 instead of 0.75 (benchmarks/README.md)
 static constexpr int DEFAULT_CHUNK = 1024;
@@ -225,10 +225,15 @@ void PairSigmapot::load_model(const std::string &path)
       if (!mod.hasattr("format_version"))
         throw std::runtime_error("the model has no 'format_version' attribute");
       int64_t fv = mod.attr("format_version").toInt();
-      if (fv > SIGMAPOT_FORMAT_VERSION || fv < 1)
+      if (fv > SIGMAPOT_FORMAT_VERSION)
         throw std::runtime_error(fmt::format(
             "model format_version {} is not supported by this plugin (supports {}); "
             "update and rebuild the sigmapot plugin",
+            fv, SIGMAPOT_FORMAT_VERSION));
+      if (fv < SIGMAPOT_FORMAT_VERSION)
+        throw std::runtime_error(fmt::format(
+            "model format_version {} is older than this plugin's ({}); export the model again "
+            "from its run with 'sigmapot export RUN_DIR -o model.pt'",
             fv, SIGMAPOT_FORMAT_VERSION));
       for (const auto &e : mod.attr("elements").toListRef()) els.push_back(e.toStringRef());
       rc = mod.attr("cutoff").toDouble();
@@ -437,6 +442,8 @@ void PairSigmapot::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
 
   const bool with_members = uncertainty_needed();
+  // most MD steps need no virial (LAMMPS asks for it on thermo/pressure steps): the model skips it
+  const bool with_virial = vflag_global || vflag_atom || cvflag_atom;
   grow_atom_arrays(with_members);
 
   double **x = atom->x;
@@ -519,7 +526,8 @@ void PairSigmapot::compute(int eflag, int vflag)
       t_index = t_index.to(model->device);
       torch::Tensor t_vec = torch::from_blob(evec.data(), {ne, 3}, cpu_double).to(model->device, model->dtype);
 
-      std::vector<torch::jit::IValue> inputs{t_species, t_index, t_vec, (int64_t) nc, with_members};
+      std::vector<torch::jit::IValue> inputs{t_species, t_index, t_vec, (int64_t) nc, with_members,
+                                             with_virial};
       auto out = model->module.forward(inputs).toGenericDict();
       auto get = [&](const char *key, int64_t numel) {
         torch::Tensor t = out.at(key).toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
@@ -531,7 +539,7 @@ void PairSigmapot::compute(int eflag, int vflag)
       t_forces = get("forces", (int64_t) n * 3);
       if (vflag_atom) t_virial = get("virial", (int64_t) n * 9);
       if (cvflag_atom) t_cvirial = get("centroid_virial", (int64_t) n * 9);
-      t_tvirial = get("total_virial", 9);
+      if (vflag_global) t_tvirial = get("total_virial", 9);
       if (with_members) {
         t_menergy = get("member_energy", (int64_t) M * nc);
         t_mforces = get("member_forces", (int64_t) M * n * 3);

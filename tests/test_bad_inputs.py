@@ -69,7 +69,7 @@ def test_config_file_errors(tmp_path):
         load_train_config(str(tmp_path / "nope.yaml"), {})
 
 
-def test_ordinary_checkpoint_and_newer_format_are_refused(tmp_path):
+def test_ordinary_checkpoint_and_other_formats_are_refused(tmp_path):
     model = small_model(["Si"])
     ckpt = tmp_path / "ckpt.pt"
     torch.save(model.state_dict(), ckpt)
@@ -79,6 +79,10 @@ def test_ordinary_checkpoint_and_newer_format_are_refused(tmp_path):
     newer = export_model(model, tmp_path / "newer.pt")
     with pytest.raises(ModelFileError, match="format version 99.*upgrade"):
         SigmaCalculator(str(newer))
+    model.format_version = 1
+    older = export_model(model, tmp_path / "older.pt")
+    with pytest.raises(ModelFileError, match="format version 1, older.*sigmapot export RUN_DIR"):
+        SigmaCalculator(str(older))
     scripted = torch.jit.script(torch.nn.Linear(2, 2))
     foreign = tmp_path / "foreign.pt"
     scripted.save(str(foreign))

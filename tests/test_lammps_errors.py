@@ -36,6 +36,8 @@ def bad_models(tmp_path_factory, model_file):
     newer = torch.jit.load(str(model_file))
     newer.format_version = 99
     torch.jit.save(newer, str(d / "newer.pt"))
+    newer.format_version = 1
+    torch.jit.save(newer, str(d / "older.pt"))
     return d
 
 
@@ -62,6 +64,7 @@ def test_missing_model_file(lmp, tmp_path):
     ("text.pt", "not a readable TorchScript archive"),
     ("foreign.pt", "not a sigmapot model"),
     ("newer.pt", "format_version 99 is not supported"),
+    ("older.pt", "format_version 1 is older.*sigmapot export RUN_DIR"),
 ])
 def test_bad_model_files(lmp, bad_models, name, match):
     expect_error(lmp, deck(bad_models / name), match)

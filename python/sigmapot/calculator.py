@@ -25,11 +25,11 @@ def check_chunk(chunk: int) -> int:
 
 def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: np.ndarray,
                        pbc: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu",
-                       uncertainty: bool = True, chunk: int = DEFAULT_CHUNK
+                       uncertainty: bool = True, chunk: int = DEFAULT_CHUNK, virial: bool = True
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """One structure through a model (exported or in memory): forward() (with members when
-    `uncertainty`) on chunks of `chunk` centre atoms, then the calibrated uncertainty().  The
-    calculator and the calibration both use exactly this path.
+    `uncertainty`, with virials when `virial`) on chunks of `chunk` centre atoms, then the calibrated
+    uncertainty().  The calculator and the calibration both use exactly this path.
 
     A chunk is what the LAMMPS pair style hands the model: its centres first, then the other atoms
     their edges reach; per-atom outputs (forces on neighbours too) are summed into the structure's.
@@ -51,7 +51,7 @@ def evaluate_structure(model, species: np.ndarray, positions: np.ndarray, cell: 
             atoms = np.concatenate([atoms, np.setdiff1d(cj, atoms)])
         local[atoms] = np.arange(len(atoms))
         out = model(as_tensor(species[atoms]), as_tensor(np.stack([ci - start, local[cj]])),
-                    as_tensor(cvec).to(dtype), end - start, uncertainty)
+                    as_tensor(cvec).to(dtype), end - start, uncertainty, virial)
         total = _accumulate(total, out, torch.from_numpy(atoms).to(device), n)
     if not uncertainty:
         return total, {}
@@ -130,8 +130,9 @@ class SigmaCalculator(Calculator):
         if not np.isfinite(atoms.positions).all():
             raise ValueError("atoms.positions contains NaN or Inf")
         n = len(atoms)
+        periodic = bool(atoms.pbc.all())  # stress (the only virial output here) needs all three axes
         out, unc = evaluate_structure(self.model, species, atoms.positions, atoms.cell.array, atoms.pbc,
-                                      self.dtype, self.device, self.uncertainty, self.chunk)
+                                      self.dtype, self.device, self.uncertainty, self.chunk, periodic)
         energies = out["energy"].detach().cpu().double().numpy()
         energy = float(energies.sum())
         self.results = {
@@ -150,7 +151,7 @@ class SigmaCalculator(Calculator):
         elif any(p.endswith(("_std", "_interval")) for p in properties):
             raise ValueError(f"{sorted(properties)} asks for uncertainty but this calculator was made "
                              "with uncertainty=False; make it with uncertainty=True")
-        if atoms.pbc.all():
+        if periodic:
             virial = out["total_virial"].detach().cpu().double().numpy()
             xx, yy, zz, xy, xz, yz, yx, zx, zy = virial
             # ASE Voigt order xx yy zz yz xz xy; stress = -virial / V (virial is symmetric to

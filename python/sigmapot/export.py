@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .model import SigmaModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: forward() takes with_virial
 METADATA_FILE = "sigmapot.json"
 
 
@@ -83,6 +83,10 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModu
     if version > FORMAT_VERSION:
         raise ModelFileError(f"'{path}' has format version {version}, newer than this sigmapot "
                              f"({__version__}, format {FORMAT_VERSION}) understands; upgrade sigmapot")
+    if version < FORMAT_VERSION:
+        raise ModelFileError(f"'{path}' has format version {version}, older than this sigmapot's "
+                             f"({FORMAT_VERSION}); export it again from its run: sigmapot export RUN_DIR -o "
+                             "model.pt")
     return module
 
 

@@ -105,7 +105,7 @@ class SigmaModel(nn.Module):
     def __init__(self, config: ModelConfig, seed: int = 0):
         super().__init__()
         config.validate()
-        self.format_version = 1
+        self.format_version = 2
         self.model_kind = "sigmapot"
         self.elements = list(config.elements)
         self.num_elements = len(self.elements)
@@ -177,16 +177,9 @@ class SigmaModel(nn.Module):
         if self.num_elements > 1:  # (G, E, Z*Nb): the basis sits in the block of j's element
             onehot = torch.nn.functional.one_hot(species[neighbor], self.num_elements).to(phi.dtype)
             phi = (onehot.unsqueeze(-1) * phi.unsqueeze(-2)).flatten(-2)
-        if G == 1 and Md > 1:
-            # Members share the geometry: fold them into the channel axis (C = M*K) so that the
-            # radial product and the moment sums are single large matmuls with no broadcast copies.
-            weight = self.radial_weight.transpose(0, 1).reshape(1, -1, Md * K)
-        else:
-            weight = self.radial_weight
-        radial = torch.matmul(phi, weight)                                        # (G, E, C)
         ylm = self._monomials(u)                                                  # (G, E, 20)
 
-        # Scatter edges into a padded (atom, slot) layout so that the moment sums are batched matmuls;
+        # Scatter edges into a padded (atom, slot) layout so that the neighbour sums are batched matmuls;
         # `flat` is each edge's (atom, slot) position, in the caller's edge order.
         order = torch.argsort(center, stable=True)
         center_sorted = center[order]
@@ -196,13 +189,22 @@ class SigmaModel(nn.Module):
         start = torch.cumsum(counts, 0) - counts
         slot = torch.arange(center.numel(), device=center.device) - start[center_sorted]
         flat = torch.empty_like(order).index_copy_(0, order, center_sorted * width + slot)
-        C = radial.shape[-1]
-        radial_pad = radial.new_zeros(G, n_local * width, C).index_copy(1, flat, radial)
+        B = phi.shape[-1]
+        phi_pad = phi.new_zeros(G, n_local * width, B).index_copy(1, flat, phi)
         ylm_pad = ylm.new_zeros(G, n_local * width, 20).index_copy(1, flat, ylm)
-        moments = torch.matmul(ylm_pad.view(G, n_local, width, 20).transpose(2, 3),
-                               radial_pad.view(G, n_local, width, C))             # (G, n, 20, C)
-        if C != K:  # folded members back to a leading member axis
+        # The radial channel mix is linear, so it commutes with the neighbour sum: sum the monomials
+        # against the Nb basis functions first (n, 20, Nb), then mix to K channels with one large matmul.
+        # The per-edge (E, K) radial tensor is never formed; the batched sums are K/Nb times smaller.
+        basis_moments = torch.matmul(ylm_pad.view(G, n_local, width, 20).transpose(2, 3),
+                                     phi_pad.view(G, n_local, width, B))          # (G, n, 20, B)
+        if G == 1 and Md > 1:
+            # Members share the geometry: fold them into the channel axis (one matmul to M*K channels).
+            weight = self.radial_weight.transpose(0, 1).reshape(B, Md * K)
+            moments = torch.matmul(basis_moments.view(n_local * 20, B), weight)
             moments = moments.view(n_local, 20, Md, K).permute(2, 0, 1, 3).contiguous()
+        else:
+            moments = torch.matmul(basis_moments.view(G, n_local * 20, B),
+                                   self.radial_weight).view(max(G, Md), n_local, 20, K)  # (M', n, 20, K)
         return self._invariants(moments)
 
     def _invariants(self, moments: torch.Tensor) -> torch.Tensor:
@@ -264,9 +266,10 @@ class SigmaModel(nn.Module):
 
     # ------------------------------------------------------------------ the exported entry points
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
-                n_local: int, with_members: bool) -> Dict[str, torch.Tensor]:
+                n_local: int, with_members: bool, with_virial: bool = True) -> Dict[str, torch.Tensor]:
         """Energies, forces, virials (and per-member values) from a neighbour list; see
-        docs/model_interface.md.  Must not run under torch.inference_mode: forces are autograd."""
+        docs/model_interface.md.  Must not run under torch.inference_mode: forces are autograd.
+        `with_virial=False` skips the three virial outputs (an MD step that needs no pressure)."""
         self._check_inputs(species, edge_index, edge_vec, n_local)
         M = self.ensemble_size
         n_all = species.shape[0]
@@ -283,20 +286,12 @@ class SigmaModel(nn.Module):
             dE_dr = torch.zeros_like(vec)
         mean_grad = dE_dr.mean(0) if with_members else dE_dr[0] / M
 
-        forces = edge_forces(mean_grad, center, neighbor, n_all)
-        edge_virial = -(edge_vec.unsqueeze(-1) * mean_grad.unsqueeze(-2)).reshape(-1, 9)
-        edge_virial = edge_virial[:, [0, 4, 8, 1, 2, 5, 3, 6, 7]]
-        half = 0.5 * edge_virial
-        virial = torch.zeros(n_all, 9, dtype=edge_vec.dtype, device=edge_vec.device)
-        virial = virial.index_add(0, center, half).index_add(0, neighbor, half)
-        centroid = torch.zeros_like(virial).index_add(0, center, edge_virial)
         out: Dict[str, torch.Tensor] = {
             "energy": member_energy.mean(0).detach(),
-            "forces": forces,
-            "virial": virial,
-            "centroid_virial": centroid,
-            "total_virial": edge_virial.sum(0),
+            "forces": edge_forces(mean_grad, center, neighbor, n_all),
         }
+        if with_virial:
+            out.update(edge_virials(edge_vec, mean_grad, center, neighbor, n_all))
         if with_members:
             out["member_energy"] = member_energy.detach()
             out["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
@@ -349,6 +344,18 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
+
+
+def edge_virials(edge_vec: torch.Tensor, dE_dr: torch.Tensor, center: torch.Tensor,
+                 neighbor: torch.Tensor, n_atoms: int) -> Dict[str, torch.Tensor]:
+    """Per-atom (half to i, half to j), centroid (all to i) and total virials, order xx yy zz xy xz
+    yz yx zx zy, from each edge's -r_ij (x) dE/dr_ij."""
+    edge_virial = -(edge_vec.unsqueeze(-1) * dE_dr.unsqueeze(-2)).reshape(-1, 9)
+    edge_virial = edge_virial[:, [0, 4, 8, 1, 2, 5, 3, 6, 7]]
+    centroid = torch.zeros(n_atoms, 9, dtype=edge_vec.dtype, device=edge_vec.device)
+    centroid = centroid.index_add(0, center, edge_virial)
+    virial = 0.5 * centroid.index_add(0, neighbor, edge_virial)
+    return {"virial": virial, "centroid_virial": centroid, "total_virial": edge_virial.sum(0)}
 
 
 def edge_forces(dE_dr: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
