@@ -111,6 +111,11 @@ def test_exported_file_equals_in_memory_model(sige_model, model_file):
     assert set(ref) == set(out)
     for key in ref:
         torch.testing.assert_close(out[key], ref[key], atol=1e-10, rtol=0)
+    # with_virial=False (MD steps without pressure): the same energies and forces, no virial outputs
+    lean = load_exported(model_file)(*args, False)
+    assert set(ref) - set(lean) == {"virial", "centroid_virial", "total_virial"}
+    for key in lean:
+        torch.testing.assert_close(lean[key], ref[key], atol=1e-12, rtol=0)
 
 
 def test_float32_export_agrees_with_float64(sige_model, tmp_path):
