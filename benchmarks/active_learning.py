@@ -8,7 +8,7 @@ then farthest-point sampling on descriptors), the random loop a uniform draw fro
 of the same MD runs. Test set: teacher MD snapshots (Langevin, 300-1500 K, -3..+3 % strain), the same for
 every run. Curves are averaged over seeds (initial structures, weights, MD velocities all change).
 
-    python benchmarks/active_learning.py [--quick] [--jobs 2] [--out runs/bench_active_learning]
+    python benchmarks/active_learning.py [--quick] [--budget N] [--jobs 2] [--out runs/bench_active_learning]
 
 Writes OUT/summary.json (curves, labels needed to reach --target) and OUT/learning_curves.png.
 """
@@ -131,14 +131,19 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="loops run at once (one core each)")
     p.add_argument("--out", default="runs/bench_active_learning")
+    p.add_argument("--budget", type=int, default=None,
+                   help="label budget per loop (default: 90 full, 34 quick; other settings unchanged)")
     p.add_argument("--target", type=float, default=None,
                    help="test force MAE (eV/A) to reach; default: what random selection reaches at the "
                         "full budget")
     args = p.parse_args(argv)
     full = dict(budget=90, per_iteration=8, md_steps=300, epochs=200, finetune_epochs=80, threshold=0.1)
     quick = dict(budget=34, per_iteration=4, md_steps=100, epochs=80, finetune_epochs=30, threshold=0.1)
+    budget = args.budget
     for key, value in (quick if args.quick else full).items():
         setattr(args, key, value)
+    if budget is not None:
+        args.budget = budget
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
