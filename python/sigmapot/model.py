@@ -19,7 +19,7 @@ autograd w.r.t. the edge vectors r_ij (see `forward`), which is what makes one c
 """
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -169,7 +169,13 @@ class SigmaModel(nn.Module):
         """Invariant features (M', n_local, 10K), standardised.  `vec` is (G, E, 3) with G = 1 (one
         geometry shared by all members) or G = M (a copy per member, for per-member forces);
         M' = 1 for a shared descriptor on shared geometry, else M."""
-        G, Md, K = vec.shape[0], self.radial_weight.shape[0], self.num_channels
+        return self.features(self.basis_moments(species, center, neighbor, vec, n_local), n_local)
+
+    def basis_moments(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                      vec: torch.Tensor, n_local: int) -> torch.Tensor:
+        """Neighbour sums of the 20 monomials times the radial basis functions, (G, 20 * n_local, B):
+        the only part of the model that sees the edges."""
+        G = vec.shape[0]
         r = torch.linalg.vector_norm(vec, dim=-1)                                 # (G, E)
         u = vec / r.clamp(min=1e-4 * self.cutoff).unsqueeze(-1)
         # 1/avg_num_neighbors folded into the basis keeps the moments O(1) at no extra pass.
@@ -198,7 +204,12 @@ class SigmaModel(nn.Module):
         basis_moments = torch.matmul(ylm_pad.view(G, n_local, width, 20).transpose(2, 3),
                                      phi_pad.view(G, n_local, width, B))          # (G, n, 20, B)
         # component-major (G, 20, n, B): see _invariants
-        basis_moments = basis_moments.transpose(1, 2).reshape(G, 20 * n_local, B)
+        return basis_moments.transpose(1, 2).reshape(G, 20 * n_local, B)
+
+    def features(self, basis_moments: torch.Tensor, n_local: int) -> torch.Tensor:
+        """Invariant features (M', n_local, 10K) from basis moments (G, 20 * n_local, B)."""
+        G, Md, K = basis_moments.shape[0], self.radial_weight.shape[0], self.num_channels
+        B = basis_moments.shape[-1]
         if G == 1 and Md > 1:
             # Members share the geometry: fold them into the channel axis (one matmul to M*K channels).
             weight = self.radial_weight.transpose(0, 1).reshape(B, Md * K)
@@ -214,9 +225,9 @@ class SigmaModel(nn.Module):
 
         Component-major layout: each Cartesian component is one contiguous (n, K) block, so the
         rank blocks are free views, the gathers along the component axis copy whole blocks and every
-        product is a long vectorised pass (2.5x faster than (M', n, 20, K), also in the double
-        backward of training).  Symmetric tensors stay compact (6 and 10 components, contracted
-        with multinomial weights).
+        product is a long vectorised pass (faster than (M', n, 20, K), also in the double backward of
+        training: benchmarks/README.md).  Symmetric tensors stay compact (6 and 10 components,
+        contracted with multinomial weights).
         """
         K = self.num_channels
         Mm, n = moments.shape[0], moments.shape[2]
@@ -279,17 +290,17 @@ class SigmaModel(nn.Module):
         M = self.ensemble_size
         n_all = species.shape[0]
         center, neighbor = edge_index[0], edge_index[1]
+        vec = edge_vec.unsqueeze(0).clone().requires_grad_(True)
+        members: Dict[str, torch.Tensor] = {}
         if with_members:
-            vec = edge_vec.unsqueeze(0).expand(M, -1, -1).clone()
+            dE_dr, member_energy = self._member_gradients(species, center, neighbor, vec, n_local)
+            mean_grad = dE_dr.mean(0)
+            members["member_energy"] = member_energy.detach()
+            members["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
         else:
-            vec = edge_vec.unsqueeze(0).clone()
-        vec.requires_grad_(True)
-        member_energy = self.atomic_energies(species, center, neighbor, vec, n_local)
-        grads = torch.autograd.grad([member_energy.sum()], [vec])
-        dE_dr = grads[0]
-        if dE_dr is None:
-            dE_dr = torch.zeros_like(vec)
-        mean_grad = dE_dr.mean(0) if with_members else dE_dr[0] / M
+            member_energy = self.atomic_energies(species, center, neighbor, vec, n_local)
+            grad = torch.autograd.grad([member_energy.sum()], [vec], allow_unused=True)[0]
+            mean_grad = torch.zeros_like(edge_vec) if grad is None else grad[0] / M
 
         out: Dict[str, torch.Tensor] = {
             "energy": member_energy.mean(0).detach(),
@@ -297,10 +308,31 @@ class SigmaModel(nn.Module):
         }
         if with_virial:
             out.update(edge_virials(edge_vec, mean_grad, center, neighbor, n_all))
-        if with_members:
-            out["member_energy"] = member_energy.detach()
-            out["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
+        out.update(members)
         return out
+
+    def _member_gradients(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                          vec: torch.Tensor, n_local: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-member edge gradients dE_m/dr_ij (M, E, 3) and energies (M, n_local).
+
+        The edge-level work (basis, monomials, neighbour sums) runs once on the shared geometry; the
+        members get their own copy of the basis moments, one backward pass gives every member's
+        gradient w.r.t. its copy, and M backward passes through the shared edge graph turn those into
+        edge gradients (instead of running the whole edge-level forward M times on geometry copies).
+        """
+        M = self.ensemble_size
+        shared = self.basis_moments(species, center, neighbor, vec, n_local)        # (1, 20 n, B)
+        copies = shared.detach().expand(M, -1, -1).clone().requires_grad_(True)
+        member_energy = self.readout(species[:n_local], self.features(copies, n_local))
+        g_copies = torch.autograd.grad([member_energy.sum()], [copies], allow_unused=True)[0]
+        rows: List[torch.Tensor] = []
+        for m in range(M):
+            g: Optional[torch.Tensor] = None
+            if g_copies is not None:
+                seed: List[Optional[torch.Tensor]] = [g_copies[m:m + 1]]
+                g = torch.autograd.grad([shared], [vec], seed, retain_graph=m < M - 1, allow_unused=True)[0]
+            rows.append(torch.zeros_like(vec[0]) if g is None else g[0])
+        return torch.stack(rows).detach(), member_energy
 
     @torch.jit.export
     def uncertainty(self, member_energy: torch.Tensor, member_forces: torch.Tensor,
