@@ -15,9 +15,8 @@ from typing import Any, Dict
 import torch
 
 from . import __version__
-from .model import SigmaModel
+from .model import FORMAT_VERSION, SigmaModel
 
-FORMAT_VERSION = 2  # 2: forward() takes with_virial
 METADATA_FILE = "sigmapot.json"
 
 

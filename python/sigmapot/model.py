@@ -26,6 +26,8 @@ from torch import nn
 
 from .config import ModelConfig
 
+FORMAT_VERSION = 2  # of the exported file; 2: forward() takes with_virial
+
 # Symmetric Cartesian monomials of a unit vector up to degree 3: column c of `_monomials` is
 # prod_a u_a^{_POWERS[c][a]}.  Moments are accumulated on these 20 columns, then expanded to full
 # 3, 3x3, 3x3x3 tensors with the index maps below.
@@ -105,7 +107,7 @@ class SigmaModel(nn.Module):
     def __init__(self, config: ModelConfig, seed: int = 0):
         super().__init__()
         config.validate()
-        self.format_version = 2
+        self.format_version = FORMAT_VERSION
         self.model_kind = "sigmapot"
         self.elements = list(config.elements)
         self.num_elements = len(self.elements)
