@@ -129,3 +129,40 @@ def test_power_law_exponent_needs_enough_atoms():
     assert abs(b - 0.6) < 0.05 and abs(a - 0.8) < 0.05
     few = MIN_ATOMS_FOR_EXPONENT - 1
     assert fit_power_law(raw[:few], err[:few])[1] == 1.0
+
+
+def test_stress_config_types_keep_stress_only_for_the_listed_groups(si_data):
+    from sigmapot.train import select_stress
+
+    frames = read_frames(si_data / "train.extxyz")
+    kept = select_stress(frames, ["Elastic", "Surface"])
+    assert len(kept) == len(frames)
+    assert all((f.stress is not None) == (f.config_type in ("Elastic", "Surface")) for f in kept)
+    assert all(f.stress is not None for f in frames)  # the caller's frames are not modified
+    assert select_stress(frames, None) == frames
+    with pytest.raises(DataError, match=r"\['Elastc'\].*config_types with stresses: \['AIMD-NVT', 'Elastic'"):
+        select_stress(frames, ["Elastc"])
+
+
+def test_stress_convention_check_names_a_swapped_shear_order():
+    from sigmapot.data import Frame
+    from sigmapot.evaluate import EV_A3_TO_GPA, _voigt, stress_convention_check
+
+    rng = np.random.default_rng(0)
+    frames, preds = [], []
+    for k in range(20):
+        s = rng.normal(scale=2.0 / EV_A3_TO_GPA, size=(3, 3))
+        s = s + s.T
+        pred = _voigt(s) + rng.normal(scale=0.02 / EV_A3_TO_GPA, size=6)
+        label = s.copy()
+        group = "swapped" if k % 2 else "right"
+        if group == "swapped":  # yz and xz written in each other's place
+            label[1, 2], label[0, 2] = s[0, 2], s[1, 2]
+            label[2, 1], label[2, 0] = s[0, 2], s[1, 2]
+        frames.append(Frame(symbols=["Si"], positions=np.zeros((1, 3)), cell=np.eye(3) * 5, pbc=np.ones(3, bool),
+                            energy=0.0, forces=np.zeros((1, 3)), stress=label, config_type=group, source="x"))
+        preds.append({"stress": pred})
+    check = stress_convention_check(frames, preds)
+    assert check["swapped"]["suspect"] and check["swapped"]["best_other_order"] == "xz yz xy"
+    assert check["swapped"]["best_other_shear_mae_GPa"] < 0.05 < check["swapped"]["shear_mae_GPa"]
+    assert not check["right"]["suspect"] and check["right"]["shear_mae_GPa"] < 0.05

@@ -71,6 +71,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     for ct, m in report["per_config_type"].items():
         print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "
               f"({m['frames']} frames)")
+    for ct, c in report["stress_convention"].items():
+        if c["suspect"]:
+            print(f"warning: {ct}: the labelled shear stresses (ASE order yz xz xy) match the model "
+                  f"{c['shear_mae_GPa'] / c['best_other_shear_mae_GPa']:.1f}x better read as "
+                  f"({c['best_other_order']}): MAE {c['shear_mae_GPa']:.3f} -> "
+                  f"{c['best_other_shear_mae_GPa']:.3f} GPa in {c['frames']} frames. Check the Voigt order "
+                  f"of that data's conversion, or leave the group out of the stress loss "
+                  f"(stress_config_types)")
 
 
 def _plugin_path(args: argparse.Namespace) -> None:

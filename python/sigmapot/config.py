@@ -61,6 +61,9 @@ class TrainConfig:
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 0.0
+    # Only frames of these config_types enter the stress loss (None: every frame with a stress), e.g.
+    # to leave out a group whose stress was written in another convention (`sigmapot evaluate` checks).
+    stress_config_types: Optional[List[str]] = None
     patience: int = 50
     ema_decay: float = 0.99
     seed: int = 0
@@ -87,6 +90,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ConfigError(f"lr_schedule must be 'plateau' or 'cosine', got '{self.lr_schedule}'")
+        if self.stress_config_types is not None and not isinstance(self.stress_config_types, list):
+            raise ConfigError("stress_config_types must be a list of config_type names, e.g. [Elastic]")
         if not 0.0 < self.coverage < 1.0:
             raise ConfigError(f"coverage must lie in (0, 1), got {self.coverage}")
         if not 0.0 <= self.ema_decay < 1.0:

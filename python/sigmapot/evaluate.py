@@ -12,6 +12,7 @@ from .data import Frame, read_frames
 
 EV_A3_TO_GPA = 160.21766208
 NOMINAL = np.linspace(0.05, 0.95, 19)
+VOIGT = ("xx", "yy", "zz", "yz", "xz", "xy")  # ASE order
 
 
 def predict_frames(calc: SigmaCalculator, frames: Sequence[Frame]) -> List[Dict[str, np.ndarray]]:
@@ -43,7 +44,42 @@ def error_metrics(frames: Sequence[Frame], preds: Sequence[Dict]) -> Dict[str, f
           if f.stress is not None and "stress" in p]
     if ds:
         out["stress_mae_GPa"] = EV_A3_TO_GPA * float(np.abs(np.concatenate(ds)).mean())
+        out["stress_mae_components_GPa"] = dict(zip(VOIGT, (EV_A3_TO_GPA * np.abs(ds).mean(0)).tolist()))
     return out
+
+
+def stress_convention_check(frames: Sequence[Frame], preds: Sequence[Dict]) -> Dict[str, Dict]:
+    """Per config_type: do the labelled shear stresses match the model better in another order?
+
+    A conversion that writes the shear components in another Voigt order (VASP's xy yz zx, LAMMPS's
+    xy xz yz, ASE's yz xz xy) gives stresses that no potential can fit together with the energies and
+    forces; training on them costs accuracy.  A group is `suspect` when some reordering of its labelled
+    shear components (signs kept) halves the shear error; the verdict is only as good as the model, so
+    check with one trained without that group's stresses (`stress_config_types`).
+    """
+    report: Dict[str, Dict] = {}
+    for ct in sorted({f.config_type for f in frames}):
+        pairs = [(_voigt(f.stress)[3:], p["stress"][3:]) for f, p in zip(frames, preds)
+                 if f.config_type == ct and f.stress is not None and "stress" in p]
+        if not pairs:
+            continue
+        label, pred = (EV_A3_TO_GPA * np.array(x) for x in zip(*pairs))
+        errors = {order: float(np.abs(label[:, list(perm)] - pred).mean())
+                  for order, perm in _shear_orders().items()}
+        labelled = errors.pop("yz xz xy")
+        best = min(errors, key=errors.get)
+        report[ct] = {"frames": len(pairs), "shear_mae_GPa": labelled, "best_other_order": best,
+                      "best_other_shear_mae_GPa": errors[best],
+                      "suspect": errors[best] < 0.5 * labelled and labelled > 0.05}
+    return report
+
+
+def _shear_orders() -> Dict[str, tuple]:
+    """'a b c' -> the permutation that reads labelled (yz, xz, xy) columns as components a, b, c."""
+    import itertools
+
+    names = VOIGT[3:]
+    return {" ".join(names[i] for i in perm): perm for perm in itertools.permutations(range(3))}
 
 
 def _voigt(s: np.ndarray) -> np.ndarray:
@@ -84,6 +120,7 @@ def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Opti
     for ct in sorted({f.config_type for f in frames}):
         idx = [k for k, f in enumerate(frames) if f.config_type == ct]
         report["per_config_type"][ct] = error_metrics([frames[k] for k in idx], [preds[k] for k in idx])
+    report["stress_convention"] = stress_convention_check(frames, preds)
     if plots:
         make_plots(frames, preds, Path(plots), report)
     if json_path:

@@ -157,6 +157,18 @@ def split_frames(cfg: TrainConfig) -> Tuple[List[Frame], List[Frame]]:
     return [frames[k] for k in train], [frames[k] for k in val]
 
 
+def select_stress(frames: Sequence[Frame], config_types: Optional[List[str]]) -> List[Frame]:
+    """The frames with their stress kept only for the listed config_types (all when None)."""
+    if config_types is None:
+        return list(frames)
+    present = sorted({f.config_type for f in frames if f.stress is not None})
+    missing = sorted(set(config_types) - set(present))
+    if missing:
+        raise DataError(f"stress_config_types names {missing}, but no training frame of that config_type "
+                        f"has a stress; config_types with stresses: {present}")
+    return [f if f.config_type in config_types else dataclasses.replace(f, stress=None) for f in frames]
+
+
 def build_model(cfg: TrainConfig, train_frames: Sequence[Frame]) -> SigmaModel:
     model_cfg = dataclasses.replace(cfg.model)
     present = sorted({s for f in train_frames for s in f.symbols})
@@ -181,6 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise FileNotFoundError(f"--resume: no checkpoint at '{ckpt_path}'; start without --resume")
 
     train_frames, val_frames = split_frames(cfg)
+    train_frames = select_stress(train_frames, cfg.stress_config_types)
     if cfg.init:
         model = load_for_finetuning(cfg.init)
     else:
