@@ -64,14 +64,18 @@ def predict(model: SigmaModel, batch: Batch, create_graph: bool) -> Dict[str, to
 
 
 def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig) -> torch.Tensor:
-    """(M,) weighted loss per member: MSE of energy per atom, force components, virial per atom."""
+    """(M,) weighted loss per member: MSE of energy per atom, force components, virial per atom.
+
+    The virial term is averaged over all frames of the batch, zero for frames without a stress, so that
+    `stress_weight` weighs each stressed frame the same however few of them a batch holds.
+    """
     de = (pred["energy"] - batch.energy) / batch.natoms
     loss = cfg.energy_weight * de.square().mean(1)
     loss = loss + cfg.force_weight * (pred["forces"] - batch.forces).square().mean((1, 2))
     if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
         scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
         ds = ((pred["stress"] - batch.stress) * scale)[:, batch.has_stress]
-        loss = loss + cfg.stress_weight * ds.square().mean((1, 2, 3))
+        loss = loss + cfg.stress_weight * ds.square().sum((1, 2, 3)) / (9 * batch.n_frames)
     return loss
 
 
