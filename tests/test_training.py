@@ -144,12 +144,12 @@ def test_stress_config_types_keep_stress_only_for_the_listed_groups(si_data):
         select_stress(frames, ["Elastc"])
 
 
-def test_stress_convention_check_names_a_swapped_shear_order():
+def test_shear_order_check_names_a_swapped_shear_order():
     from sigmapot.data import Frame
-    from sigmapot.evaluate import EV_A3_TO_GPA, _voigt, stress_convention_check
+    from sigmapot.evaluate import EV_A3_TO_GPA, _voigt, shear_order_check
 
     rng = np.random.default_rng(0)
-    frames, preds = [], []
+    frames, preds = {"right": [], "swapped": [], "few": []}, {"right": [], "swapped": [], "few": []}
     for k in range(23):
         s = rng.normal(scale=2.0 / EV_A3_TO_GPA, size=(3, 3))
         s = s + s.T
@@ -159,10 +159,11 @@ def test_stress_convention_check_names_a_swapped_shear_order():
         if group != "right":  # yz and xz written in each other's place
             label[1, 2], label[0, 2] = s[0, 2], s[1, 2]
             label[2, 1], label[2, 0] = s[0, 2], s[1, 2]
-        frames.append(Frame(symbols=["Si"], positions=np.zeros((1, 3)), cell=np.eye(3) * 5, pbc=np.ones(3, bool),
-                            energy=0.0, forces=np.zeros((1, 3)), stress=label, config_type=group, source="x"))
-        preds.append({"stress": pred})
-    check = stress_convention_check(frames, preds)
+        frames[group].append(Frame(symbols=["Si"], positions=np.zeros((1, 3)), cell=np.eye(3) * 5,
+                                   pbc=np.ones(3, bool), energy=0.0, forces=np.zeros((1, 3)), stress=label,
+                                   config_type=group, source="x"))
+        preds[group].append({"stress": pred})
+    check = {group: shear_order_check(frames[group], preds[group]) for group in frames}
     assert check["swapped"]["suspect"] and check["swapped"]["best_other_order"] == "xz yz xy"
     assert check["swapped"]["best_other_shear_mae_GPa"] < 0.05 < check["swapped"]["shear_mae_GPa"]
     assert not check["right"]["suspect"] and check["right"]["shear_mae_GPa"] < 0.05

@@ -49,33 +49,30 @@ def error_metrics(frames: Sequence[Frame], preds: Sequence[Dict]) -> Dict[str, f
     return out
 
 
-def stress_convention_check(frames: Sequence[Frame], preds: Sequence[Dict]) -> Dict[str, Dict]:
-    """Per config_type: do the labelled shear stresses match the model better in another order?
+def shear_order_check(frames: Sequence[Frame], preds: Sequence[Dict]) -> Optional[Dict]:
+    """Do the labelled shear stresses of one group of frames match the model better in another order?
 
     A conversion that writes the shear components in another Voigt order (VASP's xy yz zx, LAMMPS's
     xy xz yz, ASE's yz xz xy) gives stresses that no potential can fit together with the energies and
-    forces; training on them costs accuracy.  A group is `suspect` when some reordering of its labelled
+    forces; training on them costs accuracy.  The group is `suspect` when some reordering of its labelled
     shear components (signs kept) halves the shear error over at least MIN_FRAMES_STRESS_CHECK frames
     (fewer frames are anecdotal: a quick model flagged 2 Surface test frames that better models do not);
     the verdict is only as good as the model, so check with one trained without that group's stresses
-    (`stress_config_types`).
+    (`stress_config_types`).  None when no frame of the group has a labelled and predicted stress.
     """
-    report: Dict[str, Dict] = {}
-    for ct in sorted({f.config_type for f in frames}):
-        pairs = [(_voigt(f.stress)[3:], p["stress"][3:]) for f, p in zip(frames, preds)
-                 if f.config_type == ct and f.stress is not None and "stress" in p]
-        if not pairs:
-            continue
-        label, pred = (EV_A3_TO_GPA * np.array(x) for x in zip(*pairs))
-        errors = {order: float(np.abs(label[:, list(perm)] - pred).mean())
-                  for order, perm in _shear_orders().items()}
-        labelled = errors.pop("yz xz xy")
-        best = min(errors, key=errors.get)
-        report[ct] = {"frames": len(pairs), "shear_mae_GPa": labelled, "best_other_order": best,
-                      "best_other_shear_mae_GPa": errors[best],
-                      "suspect": (errors[best] < 0.5 * labelled and labelled > 0.05
-                                  and len(pairs) >= MIN_FRAMES_STRESS_CHECK)}
-    return report
+    pairs = [(_voigt(f.stress)[3:], p["stress"][3:]) for f, p in zip(frames, preds)
+             if f.stress is not None and "stress" in p]
+    if not pairs:
+        return None
+    label, pred = (EV_A3_TO_GPA * np.array(x) for x in zip(*pairs))
+    errors = {order: float(np.abs(label[:, list(perm)] - pred).mean())
+              for order, perm in _shear_orders().items()}
+    labelled = errors.pop("yz xz xy")
+    best = min(errors, key=errors.get)
+    return {"frames": len(pairs), "shear_mae_GPa": labelled, "best_other_order": best,
+            "best_other_shear_mae_GPa": errors[best],
+            "suspect": (errors[best] < 0.5 * labelled and labelled > 0.05
+                        and len(pairs) >= MIN_FRAMES_STRESS_CHECK)}
 
 
 def _shear_orders() -> Dict[str, tuple]:
@@ -120,11 +117,14 @@ def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Opti
     coverage = float(calc.metadata.get("calibration", {}).get("coverage", 0.9))
     report: Dict = {"model": str(model), "data": str(data), "all": error_metrics(frames, preds)}
     report["all"].update(uncertainty_metrics(frames, preds, coverage))
-    report["per_config_type"] = {}
+    report["per_config_type"], report["stress_convention"] = {}, {}
     for ct in sorted({f.config_type for f in frames}):
         idx = [k for k, f in enumerate(frames) if f.config_type == ct]
-        report["per_config_type"][ct] = error_metrics([frames[k] for k in idx], [preds[k] for k in idx])
-    report["stress_convention"] = stress_convention_check(frames, preds)
+        group, group_preds = [frames[k] for k in idx], [preds[k] for k in idx]
+        report["per_config_type"][ct] = error_metrics(group, group_preds)
+        check = shear_order_check(group, group_preds)
+        if check is not None:
+            report["stress_convention"][ct] = check
     if plots:
         make_plots(frames, preds, Path(plots), report)
     if json_path:
