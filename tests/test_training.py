@@ -12,7 +12,7 @@ import torch
 from sigmapot.calibrate import calibrate_model
 from sigmapot.config import ConfigError, load_train_config
 from sigmapot.data import DataError, read_frames
-from sigmapot.train import energy_weight_at, load_run, train
+from sigmapot.train import load_run, train
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -66,15 +66,6 @@ def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_
     # sigma_F is the RMS error norm it claims: mean(|dF|^2 / sigma_F^2) = 1 (fit on calib, checked here)
     z2 = np.mean(raw["force_error"] ** 2 / sigma ** 2)
     assert 0.7 < z2 < 1.4, z2
-
-
-def test_final_energy_weight_applies_to_the_last_share_of_the_epochs(si_data, tmp_path):
-    cfg = config(si_data, tmp_path, epochs=10, energy_weight=100.0, final_energy_weight=1000.0, final_stage=0.3)
-    assert [energy_weight_at(cfg, e) for e in range(10)] == [100.0] * 7 + [1000.0] * 3
-    plain = config(si_data, tmp_path, epochs=10, energy_weight=100.0)
-    assert {energy_weight_at(plain, e) for e in range(10)} == {100.0}
-    with pytest.raises(ConfigError, match="final_stage must lie in"):
-        config(si_data, tmp_path, final_energy_weight=1000.0, final_stage=1.5)
 
 
 def test_config_errors_are_clear(tmp_path, si_data):

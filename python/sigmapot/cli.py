@@ -16,8 +16,7 @@ def _train(args: argparse.Namespace) -> None:
                  "epochs": args.epochs, "time_budget_min": args.time_budget, "batch_size": args.batch_size,
                  "learning_rate": args.lr, "seed": args.seed, "threads": args.threads, "init": args.init,
                  "energy_weight": args.energy_weight, "force_weight": args.force_weight,
-                 "stress_weight": args.stress_weight, "final_energy_weight": args.final_energy_weight,
-                 "model.cutoff": args.cutoff,
+                 "stress_weight": args.stress_weight, "model.cutoff": args.cutoff,
                  "model.ensemble_size": args.ensemble_size, "model.num_channels": args.channels,
                  "model.elements": args.elements}
     config = load_train_config(args.config, overrides)
@@ -111,8 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--energy-weight", type=float)
     t.add_argument("--force-weight", type=float)
     t.add_argument("--stress-weight", type=float)
-    t.add_argument("--final-energy-weight", type=float,
-                   help="energy weight for the last final_stage (default 0.2) of the epochs")
     t.add_argument("--init", help="fine-tune from a run directory, final.pt or exported model")
     t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -61,10 +61,6 @@ class TrainConfig:
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 0.0
-    # Energy weight for the last `final_stage` share of the epochs (None: unchanged).  Raising it once the
-    # forces have converged lowers the energy error at little force cost (the SWA stage of MACE's recipe).
-    final_energy_weight: Optional[float] = None
-    final_stage: float = 0.2
     # Only frames of these config_types enter the stress loss (None: every frame with a stress), e.g.
     # to leave out a group whose stress was written in another convention (`sigmapot evaluate` checks).
     stress_config_types: Optional[List[str]] = None
@@ -92,10 +88,6 @@ class TrainConfig:
         for name in ("energy_weight", "force_weight", "stress_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.final_energy_weight is not None and self.final_energy_weight < 0:
-            raise ConfigError(f"final_energy_weight must be >= 0, got {self.final_energy_weight}")
-        if not 0.0 < self.final_stage < 1.0:
-            raise ConfigError(f"final_stage must lie in (0, 1) (a share of the epochs), got {self.final_stage}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ConfigError(f"lr_schedule must be 'plateau' or 'cosine', got '{self.lr_schedule}'")
         if self.stress_config_types is not None and not isinstance(self.stress_config_types, list):

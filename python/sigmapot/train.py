@@ -63,29 +63,20 @@ def predict(model: SigmaModel, batch: Batch, create_graph: bool) -> Dict[str, to
     return {"energy": frame_e, "forces": forces, "stress": stress}
 
 
-def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig,
-                  energy_weight: float) -> torch.Tensor:
+def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig) -> torch.Tensor:
     """(M,) weighted loss per member: MSE of energy per atom, force components, virial per atom.
 
     The virial term is averaged over all frames of the batch, zero for frames without a stress, so that
     `stress_weight` weighs each stressed frame the same however few of them a batch holds.
     """
     de = (pred["energy"] - batch.energy) / batch.natoms
-    loss = energy_weight * de.square().mean(1)
+    loss = cfg.energy_weight * de.square().mean(1)
     loss = loss + cfg.force_weight * (pred["forces"] - batch.forces).square().mean((1, 2))
     if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
         scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
         ds = ((pred["stress"] - batch.stress) * scale)[:, batch.has_stress]
         loss = loss + cfg.stress_weight * ds.square().sum((1, 2, 3)) / (9 * batch.n_frames)
     return loss
-
-
-def energy_weight_at(cfg: TrainConfig, epoch: int) -> float:
-    """The energy weight of 0-based `epoch`: `final_energy_weight` in the last `final_stage` of the epochs."""
-    final_start = cfg.epochs - int(round(cfg.final_stage * cfg.epochs))
-    if cfg.final_energy_weight is not None and epoch >= final_start:
-        return cfg.final_energy_weight
-    return cfg.energy_weight
 
 
 def batches(graphs: Sequence[Graph], size: int, seed: Optional[int]) -> List[Batch]:
@@ -257,13 +248,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                desc="train", unit="epoch")
     for epoch in bar:
         model.train()
-        energy_weight = energy_weight_at(cfg, epoch)
-        if epoch > 0 and energy_weight != energy_weight_at(cfg, epoch - 1):
-            best, since_best = math.inf, 0  # the score changed meaning: keep the best of the final stage
         total, n_batches = 0.0, 0
         for batch in batches(train_graphs, cfg.batch_size, seed=cfg.seed * 100003 + epoch):
             optimizer.zero_grad(set_to_none=True)
-            loss = member_losses(predict(model, batch, create_graph=True), batch, cfg, energy_weight).sum()
+            loss = member_losses(predict(model, batch, create_graph=True), batch, cfg).sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower "
                                          "learning_rate or check the data for outliers")
@@ -273,7 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             total += float(loss.detach()) / model.ensemble_size
             n_batches += 1
         val = evaluate_graphs(ema.model, val_graphs)
-        score = (energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2)
+        score = (cfg.energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2)
         lr = optimizer.param_groups[0]["lr"]
         if cfg.lr_schedule == "cosine":
             scheduler.step()
