@@ -116,6 +116,9 @@ def test_exported_file_equals_in_memory_model(sige_model, model_file):
     assert set(ref) - set(lean) == {"virial", "centroid_virial", "total_virial"}
     for key in lean:
         torch.testing.assert_close(lean[key], ref[key], atol=1e-12, rtol=0)
+    # frozen weights (autograd records no weight products) and the trained model left trainable
+    assert not any(p.requires_grad for p in load_exported(model_file).parameters())
+    assert all(p.requires_grad for p in sige_model.parameters())
 
 
 def test_float32_export_agrees_with_float64(sige_model, tmp_path):

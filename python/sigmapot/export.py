@@ -29,7 +29,9 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
     """Script `model` (a copy, cast to `dtype`) and save it with its metadata; returns the path."""
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
-    exported = copy.deepcopy(model).to(dtype).eval()
+    # Frozen parameters: forces need gradients w.r.t. the edge vectors only, and parameters that
+    # require grad make autograd record and keep every weight product (mean-force call ~15 % slower).
+    exported = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
     exported.dtype_name = "float64" if dtype == torch.float64 else "float32"
     meta = {
         "format_version": FORMAT_VERSION,
