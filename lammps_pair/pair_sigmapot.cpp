@@ -61,16 +61,14 @@ static std::string torch_message(const std::exception &e)
 /* ----------------------------------------------------------------------
    keep freed heap memory in the process: every model call allocates and frees megabytes of work
    tensors, and glibc's default thresholds hand them back to the kernel and page-fault them in again
-   (about 9,000 page faults per MD step of 2,000 atoms, 100-230 with these settings; steps 9-21 % faster,
-   benchmarks/README.md).  Peak memory is unchanged: the kept memory is reused by the next call.
+   (about 9,000 page faults per MD step of 2,000 atoms, 100-230 with these settings; steps 2-28 % faster
+   in six alternating runs, benchmarks/README.md).  Peak memory is unchanged: the kept memory is reused
+   by the next call.
 ------------------------------------------------------------------------- */
 
 static void keep_heap_memory()
 {
 #ifdef __GLIBC__
-  static bool done = false;
-  if (done) return;
-  done = true;
   mallopt(M_MMAP_THRESHOLD, 32 << 20);    // glibc's maximum: work tensors come from the heap
   mallopt(M_TRIM_THRESHOLD, 1 << 30);     // do not return freed heap tops below 1 GiB
   mallopt(M_TOP_PAD, 64 << 20);           // grow the heap in 64 MiB steps

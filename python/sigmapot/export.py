@@ -30,7 +30,8 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
     # Frozen parameters: forces need gradients w.r.t. the edge vectors only, and parameters that
-    # require grad make autograd record and keep every weight product (mean-force call ~15 % slower).
+    # require grad make autograd record and keep every weight product (mean-force calls
+    # 5-11 % slower in alternating runs, benchmarks/README.md).
     exported = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
     exported.dtype_name = "float64" if dtype == torch.float64 else "float32"
     meta = {
