@@ -49,6 +49,50 @@ def test_resume_continues_to_the_same_model(si_data, tmp_path):
         torch.testing.assert_close(x, y, atol=1e-12, rtol=0, msg=name)
 
 
+def test_stage2_restarts_from_the_best_weights_and_ends_on_its_last_ones(si_data, tmp_path):
+    run = train(config(si_data, tmp_path / "run", epochs=2, stage2_epochs=2, stage2_learning_rate=3e-4,
+                       stage2_energy_weight=50.0), progress=False)
+    r = rows(run)
+    assert [(row["epoch"], row["stage"]) for row in r] == [("1", "1"), ("2", "1"), ("3", "2"), ("4", "2")]
+    assert float(r[2]["lr"]) == pytest.approx(3e-4)
+    final = torch.load(run / "final.pt", weights_only=True)["state"]
+    last = torch.load(run / "checkpoint.pt", weights_only=True)["ema"]
+    best = torch.load(run / "best.pt", weights_only=True)
+    weights = [name for name in final if name != "calibration"]       # calibration is fit afterwards
+    for name in weights:
+        torch.testing.assert_close(final[name], last[name], atol=0, rtol=0, msg=name)
+    assert any(not torch.equal(value, best[name]) for name, value in final.items() if value.is_floating_point())
+
+
+@pytest.mark.parametrize("killed_at", [2, 3], ids=["entering-stage-2", "inside-stage-2"])
+def test_resume_across_and_inside_stage2_gives_the_uninterrupted_model(si_data, tmp_path, monkeypatch,
+                                                                     killed_at):
+    import sigmapot.train as training
+
+    two_stage = {"epochs": 2, "stage2_epochs": 2}
+    full = train(config(si_data, tmp_path / "full", **two_stage), progress=False)
+    original = training._Loop._train_epoch
+
+    def killed(self, optimizer, energy_weight, epoch):
+        if epoch == killed_at:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, optimizer, energy_weight, epoch)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(training._Loop, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(si_data, part, **two_stage), progress=False)
+    # stage 2 checkpoints its start, so a resume never reruns stage 1 (which may have stopped early)
+    assert torch.load(part / "checkpoint.pt", weights_only=True)["stage"] == 2
+    monkeypatch.setattr(training._Loop, "_train_epoch", original)
+    resumed = train(config(si_data, part, **two_stage), resume=True, progress=False)
+    assert [row["epoch"] for row in rows(resumed)] == ["1", "2", "3", "4"]
+    a, _ = load_run(full)
+    b, _ = load_run(resumed)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, atol=1e-12, rtol=0, msg=name)
+
+
 def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_path):
     run = train(config(si_data, tmp_path / "run", epochs=3, max_frames=40), progress=False)
     model, _ = load_run(run)
@@ -71,6 +115,8 @@ def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_
 def test_config_errors_are_clear(tmp_path, si_data):
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         load_train_config(None, {"train": [str(si_data / "train.extxyz")], "epoch": 3})
+    with pytest.raises(ConfigError, match="stage2_epochs must be a whole number"):
+        load_train_config(None, {"train": [str(si_data / "train.extxyz")], "stage2_epochs": -1})
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(None, {"train": [str(tmp_path / "nope.extxyz")]})
     bad = tmp_path / "noforces.extxyz"

@@ -64,6 +64,12 @@ class TrainConfig:
     # Only frames of these config_types enter the stress loss (None: every frame with a stress), e.g.
     # to leave out a group whose stress was written in another convention (`sigmapot evaluate` checks).
     stress_config_types: Optional[List[str]] = None
+    # Stage 2 (off when 0): this many more epochs from stage 1's best weights, with a fresh optimiser, a
+    # cosine learning rate from stage2_learning_rate (default learning_rate / 5) and the energy weight
+    # raised to stage2_energy_weight (default 10 x energy_weight); the run ends on its last EMA weights.
+    stage2_epochs: int = 0
+    stage2_energy_weight: Optional[float] = None
+    stage2_learning_rate: Optional[float] = None
     patience: int = 50
     ema_decay: float = 0.99
     seed: int = 0
@@ -71,6 +77,12 @@ class TrainConfig:
     coverage: float = 0.9
     init: Optional[str] = None
     max_frames: Optional[int] = None
+
+    def stage2_weight(self) -> float:
+        return 10.0 * self.energy_weight if self.stage2_energy_weight is None else self.stage2_energy_weight
+
+    def stage2_lr(self) -> float:
+        return self.learning_rate / 5 if self.stage2_learning_rate is None else self.stage2_learning_rate
 
     def validate(self) -> None:
         if not self.train:
@@ -85,6 +97,12 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         for name in ("learning_rate", "min_learning_rate"):
             _positive(name, getattr(self, name))
+        if not isinstance(self.stage2_epochs, int) or self.stage2_epochs < 0:
+            raise ConfigError(f"stage2_epochs must be a whole number >= 0 (0: no stage 2), got {self.stage2_epochs}")
+        if self.stage2_learning_rate is not None:
+            _positive("stage2_learning_rate", self.stage2_learning_rate)
+        if self.stage2_energy_weight is not None and self.stage2_energy_weight < 0:
+            raise ConfigError(f"stage2_energy_weight must be >= 0, got {self.stage2_energy_weight}")
         for name in ("energy_weight", "force_weight", "stress_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -2,9 +2,10 @@
 
 Run directory layout (all files written atomically, write-then-rename):
   config.yaml       the validated configuration
-  checkpoint.pt     last finished epoch (model, EMA, optimiser, scheduler, counters) for --resume
-  best.pt           EMA weights at the best validation epoch
-  final.pt          calibrated best weights + model config: what `sigmapot export` reads
+  checkpoint.pt     last finished epoch (model, EMA, optimiser, scheduler, stage, counters) for --resume
+  best.pt           EMA weights at the best validation epoch of stage 1
+  final.pt          calibrated final weights (best.pt, or stage 2's last EMA weights) + model config:
+                    what `sigmapot export` reads
   model.pt          exported TorchScript file (float64)
   metrics.csv       one row per epoch
 """
@@ -63,14 +64,15 @@ def predict(model: SigmaModel, batch: Batch, create_graph: bool) -> Dict[str, to
     return {"energy": frame_e, "forces": forces, "stress": stress}
 
 
-def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig,
+                  energy_weight: float) -> torch.Tensor:
     """(M,) weighted loss per member: MSE of energy per atom, force components, virial per atom.
 
     The virial term is averaged over all frames of the batch, zero for frames without a stress, so that
     `stress_weight` weighs each stressed frame the same however few of them a batch holds.
     """
     de = (pred["energy"] - batch.energy) / batch.natoms
-    loss = cfg.energy_weight * de.square().mean(1)
+    loss = energy_weight * de.square().mean(1)
     loss = loss + cfg.force_weight * (pred["forces"] - batch.forces).square().mean((1, 2))
     if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
         scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
@@ -183,9 +185,7 @@ def build_model(cfg: TrainConfig, train_frames: Sequence[Frame]) -> SigmaModel:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train, calibrate and export; returns the run directory."""
-    from tqdm import tqdm
-
+    """Train (stage 1, then the optional stage 2), calibrate and export; returns the run directory."""
     from .calibrate import calibrate_model
 
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -216,90 +216,146 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     with open(run / "config.yaml", "w") as fh:
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
-                                                               eta_min=cfg.min_learning_rate)
-    else:
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                               patience=max(2, cfg.patience // 5))
     ema = EMA(model, cfg.ema_decay)
-    start_epoch, best, since_best, elapsed = 0, math.inf, 0, 0.0
-    if resume:
-        state = torch.load(ckpt_path, weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.model.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best, since_best, elapsed = (state["epoch"], state["best"], state["since_best"],
-                                                  state["elapsed"])
+    state = torch.load(ckpt_path, weights_only=True) if resume else None
     metrics_path = run / "metrics.csv"
-    fields = ["epoch", "lr", "train_loss", "val_energy_mae_meV_atom", "val_force_mae", "val_force_rmse",
-              "val_score", "elapsed_s"]
-    if not resume or not metrics_path.is_file():
+    if state is None or not metrics_path.is_file():
         with open(metrics_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(fields)
+            csv.writer(fh).writerow(METRICS_FIELDS)
     else:
-        _truncate_metrics(metrics_path, start_epoch)
+        _truncate_metrics(metrics_path, state["epoch"])
+    loop = _Loop(cfg, run, model, ema, train_graphs, val_graphs, progress)
+    if state is None or state.get("stage", 1) == 1:
+        loop.stage(1, start=0, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+                   energy_weight=cfg.energy_weight, state=state)
+        state = None
+    if cfg.stage2_epochs:
+        loop.stage(2, start=loop.epoch, epochs=cfg.stage2_epochs, learning_rate=cfg.stage2_lr(),
+                   energy_weight=cfg.stage2_weight(), state=state)
+    final = copy.deepcopy(ema.model)                  # stage 2 ends on its last (annealed) EMA weights
+    if not cfg.stage2_epochs:
+        final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
+    loop.close()
 
-    t0 = time.time() - elapsed
-    epoch = start_epoch - 1
-    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, disable=not progress,
-               desc="train", unit="epoch")
-    for epoch in bar:
-        model.train()
-        total, n_batches = 0.0, 0
-        for batch in batches(train_graphs, cfg.batch_size, seed=cfg.seed * 100003 + epoch):
-            optimizer.zero_grad(set_to_none=True)
-            loss = member_losses(predict(model, batch, create_graph=True), batch, cfg).sum()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower "
-                                         "learning_rate or check the data for outliers")
-            loss.backward()
-            optimizer.step()
-            ema.update(model)
-            total += float(loss.detach()) / model.ensemble_size
-            n_batches += 1
-        val = evaluate_graphs(ema.model, val_graphs)
-        score = (cfg.energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2)
-        lr = optimizer.param_groups[0]["lr"]
-        if cfg.lr_schedule == "cosine":
-            scheduler.step()
-        else:
-            scheduler.step(score)
-        if score < best:
-            best, since_best = score, 0
-            save_atomic(ema.model.state_dict(), run / "best.pt")
-        else:
-            since_best += 1
-        elapsed = time.time() - t0
-        row = [epoch + 1, lr, total / n_batches, 1000 * val["energy_mae"], val["force_mae"],
-               val["force_rmse"], score, round(elapsed, 2)]
-        with open(metrics_path, "a", newline="") as fh:
-            csv.writer(fh).writerow(row)
-        save_atomic({"model": model.state_dict(), "ema": ema.model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "epoch": epoch + 1, "best": best, "since_best": since_best, "elapsed": elapsed},
-                    ckpt_path)
-        bar.set_postfix(loss=f"{total / n_batches:.3g}", E_meV=f"{1000 * val['energy_mae']:.2f}",
-                        F=f"{val['force_mae']:.4f}", lr=f"{lr:.1e}")
-        lr_spent = cfg.lr_schedule == "plateau" and optimizer.param_groups[0]["lr"] < cfg.min_learning_rate
-        if since_best >= cfg.patience or lr_spent:
-            break
-        if cfg.time_budget_min is not None and elapsed > 60 * cfg.time_budget_min:
-            break
-    bar.close()
-
-    final = copy.deepcopy(ema.model)
-    final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
     calibration = calibrate_model(final, val_frames, coverage=cfg.coverage)
     meta = {"training_data": summary, "calibration": calibration,
-            "training": {"epochs_run": epoch + 1, "wall_time_s": round(elapsed, 1), "seed": cfg.seed}}
+            "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed}}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
                  "metadata": meta}, run / "final.pt")
     from .export import export_model
     export_model(final, run / "model.pt", metadata=meta)
     return run
+
+
+METRICS_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_meV_atom", "val_force_mae", "val_force_rmse",
+                  "val_score", "elapsed_s", "stage"]
+
+
+class _Loop:
+    """The epoch loop shared by both stages: optimise, average (EMA), validate, checkpoint, log.
+
+    Stage 1 trains from the fitted statistics and keeps the EMA weights of the best validation score in
+    best.pt.  Stage 2 (optional) restarts from those weights with a fresh optimiser, a lower learning rate
+    and a larger energy weight, and ends on its last EMA weights: validation forces drift up late in
+    stage 1 while energies still improve, and a force-dominated score would stop stage 2 at its start.
+    """
+
+    def __init__(self, cfg: TrainConfig, run: Path, model: SigmaModel, ema: EMA, train_graphs: List[Graph],
+                 val_graphs: List[Graph], progress: bool):
+        from tqdm import tqdm
+
+        self.cfg, self.run, self.model, self.ema = cfg, run, model, ema
+        self.train_graphs, self.val_graphs = train_graphs, val_graphs
+        self.epoch, self.elapsed = 0, 0.0
+        self.bar = tqdm(total=cfg.epochs + cfg.stage2_epochs, disable=not progress, desc="train",
+                        unit="epoch")
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def stage(self, number: int, start: int, epochs: int, learning_rate: float, energy_weight: float,
+              state: Optional[Dict]) -> None:
+        cfg, model, ema = self.cfg, self.model, self.ema
+        if number == 2 and state is None:                     # entering stage 2: from the best weights
+            ema.model.load_state_dict(torch.load(self.run / "best.pt", weights_only=True))
+            model.load_state_dict(ema.model.state_dict())
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule == "cosine" or number == 2:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
+                                                                   eta_min=cfg.min_learning_rate)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                                   patience=max(2, cfg.patience // 5))
+        best, since_best = math.inf, 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            ema.model.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start, best, since_best = state.get("stage_start", 0), state["best"], state["since_best"]
+            self.epoch, self.elapsed = state["epoch"], state["elapsed"]
+        elif number == 2:                 # so that a kill before stage 2's first epoch resumes here
+            self._checkpoint(optimizer, scheduler, number, start, best, since_best)
+        self.bar.n = self.epoch
+        self.bar.refresh()
+        budget = math.inf if cfg.time_budget_min is None else 60 * cfg.time_budget_min
+        t0 = time.time() - self.elapsed
+        for epoch in range(self.epoch, start + epochs):
+            loss = self._train_epoch(optimizer, energy_weight, epoch)
+            val = evaluate_graphs(ema.model, self.val_graphs)
+            score = energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2
+            lr = optimizer.param_groups[0]["lr"]
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(score)
+            else:
+                scheduler.step()
+            if score < best:
+                best, since_best = score, 0
+                if number == 1:
+                    save_atomic(ema.model.state_dict(), self.run / "best.pt")
+            else:
+                since_best += 1
+            self.epoch, self.elapsed = epoch + 1, time.time() - t0
+            with open(self.run / "metrics.csv", "a", newline="") as fh:
+                csv.writer(fh).writerow([self.epoch, lr, loss, 1000 * val["energy_mae"], val["force_mae"],
+                                         val["force_rmse"], score, round(self.elapsed, 2), number])
+            self._checkpoint(optimizer, scheduler, number, start, best, since_best)
+            self.bar.update(1)
+            self.bar.set_postfix(stage=number, loss=f"{loss:.3g}", E_meV=f"{1000 * val['energy_mae']:.2f}",
+                                 F=f"{val['force_mae']:.4f}", lr=f"{lr:.1e}")
+            lr_spent = (isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+                        and optimizer.param_groups[0]["lr"] < cfg.min_learning_rate)
+            if number == 1 and (since_best >= cfg.patience or lr_spent):
+                break
+            # stage 1 leaves stage 2 its share of the budget, at the mean epoch time so far
+            reserve = cfg.stage2_epochs * self.elapsed / self.epoch if number == 1 else 0.0
+            if self.elapsed + reserve > budget:
+                break
+
+    def _checkpoint(self, optimizer, scheduler, number: int, start: int, best: float, since_best: int) -> None:
+        save_atomic({"model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "stage": number, "stage_start": start, "epoch": self.epoch, "best": best,
+                     "since_best": since_best, "elapsed": self.elapsed}, self.run / "checkpoint.pt")
+
+    def _train_epoch(self, optimizer: torch.optim.Optimizer, energy_weight: float, epoch: int) -> float:
+        """One pass over the shuffled training frames; returns the mean loss per member."""
+        model = self.model
+        model.train()
+        total, n_batches = 0.0, 0
+        for batch in batches(self.train_graphs, self.cfg.batch_size, seed=self.cfg.seed * 100003 + epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = member_losses(predict(model, batch, create_graph=True), batch, self.cfg,
+                                 energy_weight).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower "
+                                         "learning_rate or check the data for outliers")
+            loss.backward()
+            optimizer.step()
+            self.ema.update(model)
+            total += float(loss.detach()) / model.ensemble_size
+            n_batches += 1
+        return total / n_batches
 
 
 def _truncate_metrics(path: Path, epochs: int) -> None:
