@@ -130,8 +130,9 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
     cli = [sys.executable, "-m", "sigmapot.cli"]
     run = tmp_path / "run"
     subprocess.run(cli + ["train", "--data", str(si_data / "train.extxyz"), "-o", str(run), "--epochs", "1",
-                          "--channels", "4", "--cutoff", "4.0", "--threads", "1", "--quiet"],
-                   check=True, timeout=600, env=_env())
+                          "--stage2-epochs", "1", "--channels", "4", "--cutoff", "4.0", "--threads", "1",
+                          "--quiet"], check=True, timeout=600, env=_env())
+    assert [row["stage"] for row in rows(run)] == ["1", "2"]
     # keep the CLI test fast: the config file limits frames
     exported = tmp_path / "m32.pt"
     subprocess.run(cli + ["export", str(run), "-o", str(exported), "--dtype", "float32"], check=True,

@@ -98,7 +98,8 @@ class TrainConfig:
         for name in ("learning_rate", "min_learning_rate"):
             _positive(name, getattr(self, name))
         if not isinstance(self.stage2_epochs, int) or self.stage2_epochs < 0:
-            raise ConfigError(f"stage2_epochs must be a whole number >= 0 (0: no stage 2), got {self.stage2_epochs}")
+            raise ConfigError(f"stage2_epochs must be a whole number >= 0 (0: no stage 2), "
+                              f"got {self.stage2_epochs}")
         if self.stage2_learning_rate is not None:
             _positive("stage2_learning_rate", self.stage2_learning_rate)
         if self.stage2_energy_weight is not None and self.stage2_energy_weight < 0:
