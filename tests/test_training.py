@@ -64,6 +64,13 @@ def test_stage2_restarts_from_the_best_weights_and_ends_on_its_last_ones(si_data
     assert any(not torch.equal(value, best[name]) for name, value in final.items() if value.is_floating_point())
 
 
+def test_time_budget_ends_stage1_early_and_still_runs_stage2(si_data, tmp_path):
+    # a budget spent after the first epoch: stage 1 stops there, stage 2 starts and stops after one epoch
+    run = train(config(si_data, tmp_path / "run", epochs=5, stage2_epochs=3, time_budget_min=1e-4),
+                progress=False)
+    assert [(row["epoch"], row["stage"]) for row in rows(run)] == [("1", "1"), ("2", "2")]
+
+
 @pytest.mark.parametrize("killed_at", [2, 3], ids=["entering-stage-2", "inside-stage-2"])
 def test_resume_across_and_inside_stage2_gives_the_uninterrupted_model(si_data, tmp_path, monkeypatch,
                                                                      killed_at):
