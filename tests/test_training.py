@@ -28,6 +28,13 @@ def rows(run):
         return list(csv.DictReader(fh))
 
 
+def assert_same_weights(run_a, run_b):
+    a, _ = load_run(run_a)
+    b, _ = load_run(run_b)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, atol=1e-12, rtol=0, msg=name)
+
+
 def test_short_training_lowers_the_loss_and_exports(si_data, tmp_path):
     run = train(config(si_data, tmp_path / "run", epochs=4), progress=False)
     r = rows(run)
@@ -43,10 +50,7 @@ def test_resume_continues_to_the_same_model(si_data, tmp_path):
     train(config(si_data, part, epochs=2), progress=False)
     resumed = train(config(si_data, part, epochs=4), resume=True, progress=False)
     assert [row["epoch"] for row in rows(resumed)] == ["1", "2", "3", "4"]
-    a, _ = load_run(full)
-    b, _ = load_run(resumed)
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, atol=1e-12, rtol=0, msg=name)
+    assert_same_weights(full, resumed)
 
 
 def test_stage2_restarts_from_the_best_weights_and_ends_on_its_last_ones(si_data, tmp_path):
@@ -94,10 +98,7 @@ def test_resume_across_and_inside_stage2_gives_the_uninterrupted_model(si_data, 
     monkeypatch.setattr(training._Loop, "_train_epoch", original)
     resumed = train(config(si_data, part, **two_stage), resume=True, progress=False)
     assert [row["epoch"] for row in rows(resumed)] == ["1", "2", "3", "4"]
-    a, _ = load_run(full)
-    b, _ = load_run(resumed)
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, atol=1e-12, rtol=0, msg=name)
+    assert_same_weights(full, resumed)
 
 
 def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_path):

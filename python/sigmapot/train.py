@@ -280,12 +280,13 @@ class _Loop:
             ema.model.load_state_dict(torch.load(self.run / "best.pt", weights_only=True))
             model.load_state_dict(ema.model.state_dict())
         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=cfg.weight_decay)
-        if cfg.lr_schedule == "cosine" or number == 2:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
-                                                                   eta_min=cfg.min_learning_rate)
-        else:
+        plateau = cfg.lr_schedule == "plateau" and number == 1    # stage 2 is always a cosine
+        if plateau:
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
                                                                    patience=max(2, cfg.patience // 5))
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
+                                                                   eta_min=cfg.min_learning_rate)
         best, since_best = math.inf, 0
         if state is not None:
             model.load_state_dict(state["model"])
@@ -305,7 +306,7 @@ class _Loop:
             val = evaluate_graphs(ema.model, self.val_graphs)
             score = energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2
             lr = optimizer.param_groups[0]["lr"]
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if plateau:
                 scheduler.step(score)
             else:
                 scheduler.step()
@@ -323,8 +324,7 @@ class _Loop:
             self.bar.update(1)
             self.bar.set_postfix(stage=number, loss=f"{loss:.3g}", E_meV=f"{1000 * val['energy_mae']:.2f}",
                                  F=f"{val['force_mae']:.4f}", lr=f"{lr:.1e}")
-            lr_spent = (isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-                        and optimizer.param_groups[0]["lr"] < cfg.min_learning_rate)
+            lr_spent = plateau and optimizer.param_groups[0]["lr"] < cfg.min_learning_rate
             if number == 1 and (since_best >= cfg.patience or lr_spent):
                 break
             # stage 1 leaves stage 2 its share of the budget, at the mean epoch time so far
