@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from sigmapot.calibrate import calibrate_model
-from sigmapot.config import ConfigError, load_train_config
+from sigmapot.config import ConfigError, ModelConfig, load_train_config
 from sigmapot.data import DataError, read_frames
-from sigmapot.train import load_run, train
+from sigmapot.model import SigmaModel
+from sigmapot.train import load_run, make_optimizer, train
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -224,3 +225,16 @@ def test_shear_order_check_names_a_swapped_shear_order():
     assert not check["right"]["suspect"] and check["right"]["shear_mae_GPa"] < 0.05
     # the same slip in 3 frames is reported in the numbers but not flagged (MIN_FRAMES_STRESS_CHECK = 5)
     assert check["few"]["best_other_order"] == "xz yz xy" and not check["few"]["suspect"]
+
+
+def test_weight_decay_shrinks_only_the_readout_weights():
+    model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8]))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = make_optimizer(model, learning_rate=0.1, weight_decay=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)          # a zero gradient leaves only the decoupled decay
+    optimizer.step()
+    assert any(name.startswith("mlp.") for name in before)
+    for name, p in model.named_parameters():
+        factor = 1 - 0.1 * 0.5 if name.startswith("mlp.") else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * factor, atol=1e-15, rtol=0, msg=name)

@@ -57,7 +57,7 @@ class TrainConfig:
     learning_rate: float = 5e-3
     min_learning_rate: float = 1e-5
     lr_schedule: str = "plateau"  # "plateau" (halve when validation stalls) or "cosine" (over `epochs`)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0     # AdamW decay of the readout weights (train.make_optimizer)
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 0.0
