@@ -20,7 +20,7 @@ class ModelConfig:
     cutoff: float = 5.0
     num_radial: int = 8
     num_channels: int = 16
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    hidden: List[int] = field(default_factory=lambda: [32, 32])
     ensemble_size: int = 4
     envelope_p: int = 6
     shared_descriptor: bool = False
