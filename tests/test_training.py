@@ -238,3 +238,27 @@ def test_weight_decay_shrinks_only_the_readout_weights():
     for name, p in model.named_parameters():
         factor = 1 - 0.1 * 0.5 if name.startswith("mlp.") else 1.0
         torch.testing.assert_close(p.detach(), before[name] * factor, atol=1e-15, rtol=0, msg=name)
+
+
+def test_stratified_split_holds_out_every_config_type(si_data):
+    import collections
+    import dataclasses
+    from sigmapot.train import validation_indices
+
+    frames = read_frames(si_data / "train.extxyz")
+    frames[0] = dataclasses.replace(frames[0], config_type="Lonely")      # a type with one frame
+    counts = collections.Counter(f.config_type for f in frames)
+    val = validation_indices(frames, 0.1, "stratified", seed=3)
+    assert len(set(val)) == len(val)
+    held = collections.Counter(frames[k].config_type for k in val)
+    for name, n in counts.items():
+        expected = 0 if n < 2 else max(1, round(0.1 * n))
+        assert held[name] == expected, (name, n, held[name])
+        assert n - held[name] >= 1                                          # every type stays in training
+    assert validation_indices(frames, 0.1, "stratified", seed=3) == val
+    assert validation_indices(frames, 0.1, "stratified", seed=4) != val
+    # the default split is the one every published run used: the first 10 % of a seeded permutation
+    random = validation_indices(frames, 0.1, "random", seed=0)
+    assert random == np.random.default_rng(0).permutation(len(frames))[:round(0.1 * len(frames))].tolist()
+    with pytest.raises(ConfigError, match="validation_split must be 'random' or 'stratified'"):
+        load_train_config(None, {"train": [str(si_data / "train.extxyz")], "validation_split": "by_type"})

@@ -12,7 +12,8 @@ def _train(args: argparse.Namespace) -> None:
     from .train import train
 
     overrides = {"train": args.data, "validation": args.validation,
-                 "validation_fraction": args.validation_fraction, "output": args.output,
+                 "validation_fraction": args.validation_fraction,
+                 "validation_split": args.validation_split, "output": args.output,
                  "epochs": args.epochs, "time_budget_min": args.time_budget, "batch_size": args.batch_size,
                  "learning_rate": args.lr, "seed": args.seed, "threads": args.threads, "init": args.init,
                  "energy_weight": args.energy_weight, "force_weight": args.force_weight,
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", nargs="+", help="training data files (anything ASE reads)")
     t.add_argument("--validation", help="validation file (default: carve a fraction out of the data)")
     t.add_argument("--validation-fraction", type=float)
+    t.add_argument("--validation-split", choices=["random", "stratified"],
+                   help="carve the validation set at random (default) or the same share of each config_type")
     t.add_argument("-o", "--output", help="run directory")
     t.add_argument("--epochs", type=int)
     t.add_argument("--time-budget", type=float, help="stop after this many minutes")

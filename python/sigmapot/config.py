@@ -49,6 +49,9 @@ class TrainConfig:
     train: List[str] = field(default_factory=list)
     validation: Optional[str] = None
     validation_fraction: float = 0.1
+    # "random", or "stratified": the fraction taken from each config_type, at least one frame of every
+    # type with 2 or more frames, so rare types are seen by selection and calibration too
+    validation_split: str = "random"
     output: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 200
@@ -107,6 +110,8 @@ class TrainConfig:
         for name in ("energy_weight", "force_weight", "stress_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.validation_split not in ("random", "stratified"):
+            raise ConfigError(f"validation_split must be 'random' or 'stratified', got '{self.validation_split}'")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ConfigError(f"lr_schedule must be 'plateau' or 'cosine', got '{self.lr_schedule}'")
         if self.stress_config_types is not None and not isinstance(self.stress_config_types, list):

@@ -170,11 +170,30 @@ def split_frames(cfg: TrainConfig) -> Tuple[List[Frame], List[Frame]]:
     if len(frames) < 2:
         raise DataError("need at least 2 frames to carve out a validation set; give more data or a "
                         "'validation' file")
-    order = np.random.default_rng(cfg.seed).permutation(len(frames))
-    n_val = max(1, int(round(cfg.validation_fraction * len(frames))))
-    val = sorted(order[:n_val].tolist())
-    train = sorted(order[n_val:].tolist())
-    return [frames[k] for k in train], [frames[k] for k in val]
+    val = set(validation_indices(frames, cfg.validation_fraction, cfg.validation_split, cfg.seed))
+    return ([f for k, f in enumerate(frames) if k not in val], [f for k, f in enumerate(frames) if k in val])
+
+
+def validation_indices(frames: Sequence[Frame], fraction: float, split: str, seed: int) -> List[int]:
+    """Frames to hold out: a random `fraction` of all, or ("stratified") of each config_type, where every
+    type with 2 or more frames gives at least one (a random 10 % of Si's 214 mlearn frames may hold one
+    or none of its 12 Surface frames)."""
+    rng = np.random.default_rng(seed)
+    if split == "random":
+        order = rng.permutation(len(frames))
+        return order[:max(1, int(round(fraction * len(frames))))].tolist()
+    groups: Dict[str, List[int]] = {}
+    for k, f in enumerate(frames):
+        groups.setdefault(f.config_type, []).append(k)
+    val: List[int] = []
+    for name in sorted(groups):
+        members = groups[name]
+        n_val = max(1, int(round(fraction * len(members)))) if len(members) >= 2 else 0
+        val.extend(members[k] for k in rng.permutation(len(members))[:n_val])
+    if not val:
+        raise DataError("a stratified split needs a config_type with 2 or more frames; use "
+                        "validation_split: random or give a 'validation' file")
+    return val
 
 
 def select_stress(frames: Sequence[Frame], config_types: Optional[List[str]]) -> List[Frame]:
