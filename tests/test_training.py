@@ -256,6 +256,8 @@ def test_stratified_split_holds_out_every_config_type(si_data):
         assert held[name] == expected, (name, n, held[name])
         assert n - held[name] >= 1                                          # every type stays in training
     assert validation_indices(frames, 0.1, "stratified", seed=3) == val
+    most = collections.Counter(frames[k].config_type for k in validation_indices(frames, 0.99, "stratified", 3))
+    assert all(most[name] == n - 1 for name, n in counts.items())           # a high fraction keeps one each
     assert validation_indices(frames, 0.1, "stratified", seed=4) != val
     # the default split is the one every published run used: the first 10 % of a seeded permutation
     random = validation_indices(frames, 0.1, "random", seed=0)

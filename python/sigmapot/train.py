@@ -176,8 +176,8 @@ def split_frames(cfg: TrainConfig) -> Tuple[List[Frame], List[Frame]]:
 
 def validation_indices(frames: Sequence[Frame], fraction: float, split: str, seed: int) -> List[int]:
     """Frames to hold out: a random `fraction` of all, or ("stratified") of each config_type, where every
-    type with 2 or more frames gives at least one (a random 10 % of Si's 214 mlearn frames may hold one
-    or none of its 12 Surface frames)."""
+    type with 2 or more frames gives at least one and keeps at least one for training (a random 10 % of
+    Si's 214 mlearn frames may hold one or none of its 12 Surface frames)."""
     rng = np.random.default_rng(seed)
     if split == "random":
         order = rng.permutation(len(frames))
@@ -188,7 +188,7 @@ def validation_indices(frames: Sequence[Frame], fraction: float, split: str, see
     val: List[int] = []
     for name in sorted(groups):
         members = groups[name]
-        n_val = max(1, int(round(fraction * len(members)))) if len(members) >= 2 else 0
+        n_val = min(len(members) - 1, max(1, int(round(fraction * len(members)))))   # keep one to train on
         val.extend(members[k] for k in rng.permutation(len(members))[:n_val])
     if not val:
         raise DataError("a stratified split needs a config_type with 2 or more frames; use "
