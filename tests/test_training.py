@@ -262,5 +262,6 @@ def test_stratified_split_holds_out_every_config_type(si_data):
     # the default split is the one every published run used: the first 10 % of a seeded permutation
     random = validation_indices(frames, 0.1, "random", seed=0)
     assert random == np.random.default_rng(0).permutation(len(frames))[:round(0.1 * len(frames))].tolist()
+    assert len(validation_indices(frames[:2], 0.9, "random", seed=0)) == 1   # one frame stays to train on
     with pytest.raises(ConfigError, match="validation_split must be 'random' or 'stratified'"):
         load_train_config(None, {"train": [str(si_data / "train.extxyz")], "validation_split": "by_type"})

@@ -175,25 +175,28 @@ def split_frames(cfg: TrainConfig) -> Tuple[List[Frame], List[Frame]]:
 
 
 def validation_indices(frames: Sequence[Frame], fraction: float, split: str, seed: int) -> List[int]:
-    """Frames to hold out: a random `fraction` of all, or ("stratified") of each config_type, where every
-    type with 2 or more frames gives at least one and keeps at least one for training (a random 10 % of
-    Si's 214 mlearn frames may hold one or none of its 12 Surface frames)."""
+    """Frames to hold out: a random `fraction` of all, or ("stratified") of each config_type, so that every
+    type with 2 or more frames gives at least one (a random 10 % of Si's 214 mlearn frames may hold one
+    or none of its 12 Surface frames); `_held_out_count` keeps one frame of each to train on."""
     rng = np.random.default_rng(seed)
     if split == "random":
-        order = rng.permutation(len(frames))
-        return order[:max(1, int(round(fraction * len(frames))))].tolist()
+        return rng.permutation(len(frames))[:_held_out_count(len(frames), fraction)].tolist()
     groups: Dict[str, List[int]] = {}
     for k, f in enumerate(frames):
         groups.setdefault(f.config_type, []).append(k)
     val: List[int] = []
     for name in sorted(groups):
         members = groups[name]
-        n_val = min(len(members) - 1, max(1, int(round(fraction * len(members)))))   # keep one to train on
-        val.extend(members[k] for k in rng.permutation(len(members))[:n_val])
+        val.extend(members[k] for k in rng.permutation(len(members))[:_held_out_count(len(members), fraction)])
     if not val:
         raise DataError("a stratified split needs a config_type with 2 or more frames; use "
                         "validation_split: random or give a 'validation' file")
     return val
+
+
+def _held_out_count(n: int, fraction: float) -> int:
+    """round(fraction * n), at least one frame and at most n - 1: one always stays to train on."""
+    return min(n - 1, max(1, int(round(fraction * n))))
 
 
 def select_stress(frames: Sequence[Frame], config_types: Optional[List[str]]) -> List[Frame]:
