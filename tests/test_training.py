@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -152,7 +153,9 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
     ev = subprocess.run(cli + ["evaluate", str(exported), str(si_data / "test.extxyz"), "--plots",
                                str(tmp_path / "plots"), "--json", str(tmp_path / "r.json")],
                         check=True, capture_output=True, text=True, env=_env()).stdout
-    assert "energy MAE" in ev and "Spearman" in ev
+    assert "energy MAE" in ev and "Spearman" in ev and "largest energy errors" in ev
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["frames"]) == report["all"]["frames"] and "energy_interval_observed_coverage" in report["all"]
     assert (tmp_path / "plots" / "parity.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "calibration.png").stat().st_size > 1000
     bad = subprocess.run(cli + ["info", str(tmp_path / "missing.pt")], capture_output=True, text=True,
@@ -265,3 +268,27 @@ def test_stratified_split_holds_out_every_config_type(si_data):
     assert len(validation_indices(frames[:2], 0.9, "random", seed=0)) == 1   # one frame stays to train on
     with pytest.raises(ConfigError, match="validation_split must be 'random' or 'stratified'"):
         load_train_config(None, {"train": [str(si_data / "train.extxyz")], "validation_split": "by_type"})
+
+
+def test_frame_metrics_and_energy_interval_coverage():
+    from sigmapot.data import Frame
+    from sigmapot.evaluate import energy_uncertainty_metrics, frame_metrics
+
+    frames, preds = [], []
+    for k, (err, sig) in enumerate([(0.5, 1.0), (-1.0, 2.0), (4.5, 3.0), (-8.0, 4.0)]):  # meV/atom
+        n = 2 + k
+        frames.append(Frame(symbols=["Si"] * n, positions=np.zeros((n, 3)), cell=np.eye(3) * 5,
+                            pbc=np.ones(3, bool), energy=-5.0 * n, forces=np.zeros((n, 3)), stress=None,
+                            config_type="odd" if k % 2 else "even", source="x"))
+        preds.append({"energy": -5.0 * n + err * n / 1000, "energy_std": sig * n / 1000,
+                      "forces": np.full((n, 3), 0.1 * k), "forces_std": np.arange(n, dtype=float)})
+    rows = frame_metrics(frames, preds)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3] and rows[1]["config_type"] == "odd"
+    assert [round(r["energy_error_meV_atom"], 9) for r in rows] == [0.5, -1.0, 4.5, -8.0]  # per atom, signed
+    assert [round(r["energy_sigma_meV_atom"], 9) for r in rows] == [1.0, 2.0, 3.0, 4.0]
+    assert rows[2]["force_mae"] == pytest.approx(0.2) and rows[3]["max_force_sigma"] == 4.0
+    # |dE|/sigma = 0.5, 0.5, 1.5, 2: the 90 % interval (1.645 sigma) holds 3 of 4, the 50 % one (0.674) 2
+    assert energy_uncertainty_metrics(rows, 0.9)["energy_interval_observed_coverage"] == 0.75
+    quality = energy_uncertainty_metrics(rows, 0.5)
+    assert quality["energy_interval_observed_coverage"] == 0.5
+    assert quality["energy_sigma_spearman"] == pytest.approx(1.0)  # errors grow with sigma

@@ -70,9 +70,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"uncertainty: Spearman(sigma_F, |dF|) {a['force_sigma_spearman']:.3f}, "
           f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%}, "
           f"miscalibration area {a['miscalibration_area']:.3f}")
+    print(f"energy uncertainty (per frame): Spearman(sigma_E, |dE|) {a['energy_sigma_spearman']:.3f}, "
+          f"{a['interval_nominal_coverage']:.0%} interval covers {a['energy_interval_observed_coverage']:.1%}")
     for ct, m in report["per_config_type"].items():
         print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "
               f"({m['frames']} frames)")
+    print("largest energy errors (frame, config_type, dE and sigma_E in meV/atom):")
+    for r in sorted(report["frames"], key=lambda r: -abs(r["energy_error_meV_atom"]))[:3]:
+        print(f"  {r['index']:5d} {r['config_type']:12s} {r['energy_error_meV_atom']:+8.2f} "
+              f"{r['energy_sigma_meV_atom']:8.2f}")
     for ct, c in report["stress_convention"].items():
         if c["suspect"]:
             print(f"warning: {ct}: the labelled shear stresses (ASE order yz xz xy) match the model "

@@ -109,6 +109,29 @@ def uncertainty_metrics(frames: Sequence[Frame], preds: Sequence[Dict], coverage
             "observed_at_nominal": dict(zip([f"{p:.2f}" for p in NOMINAL], observed.round(4).tolist()))}
 
 
+def frame_metrics(frames: Sequence[Frame], preds: Sequence[Dict]) -> List[Dict]:
+    """One row per frame (its index in the data): signed energy error and calibrated sigma_E per atom,
+    force MAE and largest sigma_F, so the worst frames, and whether the ensemble flagged them, can be read
+    off (on mlearn Si the per-config_type MAE hides that 2 of 25 test frames carry most of the error)."""
+    return [{"index": k, "config_type": f.config_type, "atoms": f.natoms,
+             "energy_error_meV_atom": 1000 * float(p["energy"] - f.energy) / f.natoms,
+             "energy_sigma_meV_atom": 1000 * float(p["energy_std"]) / f.natoms,
+             "force_mae": float(np.abs(p["forces"] - f.forces).mean()),
+             "max_force_sigma": float(np.max(p["forces_std"]))}
+            for k, (f, p) in enumerate(zip(frames, preds))]
+
+
+def energy_uncertainty_metrics(rows: Sequence[Dict], coverage: float) -> Dict[str, float]:
+    """Frame-level quality of the calibrated total-energy sigma: Spearman(sigma_E, |dE|) and the share of
+    frames whose error lies inside the central `coverage` interval of a normal with that sigma."""
+    from scipy.stats import norm
+
+    err = np.abs([r["energy_error_meV_atom"] for r in rows])
+    sig = np.array([r["energy_sigma_meV_atom"] for r in rows])
+    return {"energy_sigma_spearman": spearman(sig, err) if len(rows) > 2 else float("nan"),
+            "energy_interval_observed_coverage": float(np.mean(err <= norm.ppf(0.5 + coverage / 2) * sig))}
+
+
 def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Optional[str] = None,
              dtype: Optional[str] = None) -> Dict:
     calc = SigmaCalculator(model, dtype=dtype)
@@ -117,6 +140,8 @@ def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Opti
     coverage = float(calc.metadata.get("calibration", {}).get("coverage", 0.9))
     report: Dict = {"model": str(model), "data": str(data), "all": error_metrics(frames, preds)}
     report["all"].update(uncertainty_metrics(frames, preds, coverage))
+    report["frames"] = frame_metrics(frames, preds)
+    report["all"].update(energy_uncertainty_metrics(report["frames"], coverage))
     report["per_config_type"], report["stress_convention"] = {}, {}
     for ct in sorted({f.config_type for f in frames}):
         idx = [k for k, f in enumerate(frames) if f.config_type == ct]
