@@ -122,6 +122,24 @@ def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_
     assert 0.7 < z2 < 1.4, z2
 
 
+def test_energy_scale_is_split_conformal_and_not_set_by_one_frame():
+    from sigmapot.calibrate import energy_scale
+
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.5, 2.0, 21)
+    err = raw * rng.normal(size=21)
+    err[3] = 12.0 * raw[3]                           # one frame far outside the others (mlearn Si had 3.9 sigma)
+    s = energy_scale(raw, err, 0.9)
+    z90 = 1.6448536269514722
+    inside = np.abs(err) <= z90 * s * raw
+    assert inside.sum() == 20 and not inside[3]      # ceil(22 * 0.9) = 20 of 21 frames, the outlier outside
+    err[3] = 100.0 * raw[3]
+    assert energy_scale(raw, err, 0.9) == s          # the outlier's size does not move the scale
+    rms = np.sqrt(np.mean((err / raw) ** 2))         # the Gaussian fit it replaced would grow with it
+    assert rms > 10 * s
+    assert energy_scale(raw, err, 0.5) < s
+
+
 def test_config_errors_are_clear(tmp_path, si_data):
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         load_train_config(None, {"train": [str(si_data / "train.extxyz")], "epoch": 3})
