@@ -123,7 +123,7 @@ def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_
 
 
 def test_energy_scale_is_split_conformal_and_not_set_by_one_frame():
-    from sigmapot.calibrate import energy_scale
+    from sigmapot.calibrate import energy_scale, normal_half_width
 
     rng = np.random.default_rng(1)
     raw = rng.uniform(0.5, 2.0, 21)
@@ -131,6 +131,7 @@ def test_energy_scale_is_split_conformal_and_not_set_by_one_frame():
     err[3] = 12.0 * raw[3]                           # one frame far outside the others (mlearn Si had 3.9 sigma)
     s = energy_scale(raw, err, 0.9)
     z90 = 1.6448536269514722
+    assert normal_half_width(0.9) == pytest.approx(z90, abs=1e-12)
     inside = np.abs(err) <= z90 * s * raw
     assert inside.sum() == 20 and not inside[3]      # ceil(22 * 0.9) = 20 of 21 frames, the outlier outside
     err[3] = 100.0 * raw[3]
@@ -310,3 +311,4 @@ def test_frame_metrics_and_energy_interval_coverage():
     quality = energy_uncertainty_metrics(rows, 0.5)
     assert quality["energy_interval_observed_coverage"] == 0.5
     assert quality["energy_sigma_spearman"] == pytest.approx(1.0)  # errors grow with sigma
+    assert energy_uncertainty_metrics(rows[:2], 0.9)["energy_sigma_spearman"] is None  # no rank of 2 frames

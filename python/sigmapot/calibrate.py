@@ -81,8 +81,12 @@ def energy_scale(raw: np.ndarray, err: np.ndarray, coverage: float) -> float:
     There is one error per frame, about 20 of them in a 10 % validation split, so a Gaussian fit (the
     RMS of |err| / raw, used until session 10) is set by the worst frame: on mlearn Si one validation
     frame at 3.9 sigma made every other interval about twice too wide (benchmarks/README.md)."""
-    z = NormalDist().inv_cdf(0.5 + coverage / 2)
-    return conformal_quantile(np.abs(err) / np.maximum(raw, 1e-12), coverage) / z
+    return conformal_quantile(np.abs(err) / np.maximum(raw, 1e-12), coverage) / normal_half_width(coverage)
+
+
+def normal_half_width(coverage: float) -> float:
+    """z such that +-z standard deviations hold `coverage` of a normal distribution (1.645 at 90 %)."""
+    return NormalDist().inv_cdf(0.5 + coverage / 2)
 
 
 def conformal_quantile(scores: np.ndarray, coverage: float) -> float:

@@ -70,7 +70,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"uncertainty: Spearman(sigma_F, |dF|) {a['force_sigma_spearman']:.3f}, "
           f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%}, "
           f"miscalibration area {a['miscalibration_area']:.3f}")
-    print(f"energy uncertainty (per frame): Spearman(sigma_E, |dE|) {a['energy_sigma_spearman']:.3f}, "
+    rank = a["energy_sigma_spearman"]
+    print(f"energy uncertainty (per frame): Spearman(sigma_E, |dE|) "
+          f"{'n/a (under 3 frames)' if rank is None else f'{rank:.3f}'}, "
           f"{a['interval_nominal_coverage']:.0%} interval covers {a['energy_interval_observed_coverage']:.1%}")
     for ct, m in report["per_config_type"].items():
         print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .calculator import SigmaCalculator
+from .calibrate import normal_half_width
 from .data import Frame, read_frames
 
 EV_A3_TO_GPA = 160.21766208
@@ -123,13 +124,12 @@ def frame_metrics(frames: Sequence[Frame], preds: Sequence[Dict]) -> List[Dict]:
 
 def energy_uncertainty_metrics(rows: Sequence[Dict], coverage: float) -> Dict[str, float]:
     """Frame-level quality of the calibrated total-energy sigma: Spearman(sigma_E, |dE|) and the share of
-    frames whose error lies inside the central `coverage` interval of a normal with that sigma."""
-    from scipy.stats import norm
-
+    frames whose error lies inside the central `coverage` interval of a normal with that sigma.  The
+    rank correlation needs 3 frames or more (None below)."""
     err = np.abs([r["energy_error_meV_atom"] for r in rows])
     sig = np.array([r["energy_sigma_meV_atom"] for r in rows])
-    return {"energy_sigma_spearman": spearman(sig, err) if len(rows) > 2 else float("nan"),
-            "energy_interval_observed_coverage": float(np.mean(err <= norm.ppf(0.5 + coverage / 2) * sig))}
+    return {"energy_sigma_spearman": spearman(sig, err) if len(rows) > 2 else None,
+            "energy_interval_observed_coverage": float(np.mean(err <= normal_half_width(coverage) * sig))}
 
 
 def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Optional[str] = None,
