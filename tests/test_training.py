@@ -174,7 +174,7 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
                         check=True, capture_output=True, text=True, env=_env()).stdout
     assert "energy MAE" in ev and "Spearman" in ev and "largest energy errors" in ev
     report = json.loads((tmp_path / "r.json").read_text())
-    assert len(report["frames"]) == report["all"]["frames"] and "energy_interval_observed_coverage" in report["all"]
+    assert len(report["per_frame"]) == report["all"]["frames"] and "energy_interval_observed_coverage" in report["all"]
     assert (tmp_path / "plots" / "parity.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "calibration.png").stat().st_size > 1000
     bad = subprocess.run(cli + ["info", str(tmp_path / "missing.pt")], capture_output=True, text=True,

@@ -78,7 +78,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "
               f"({m['frames']} frames)")
     print("largest energy errors (frame, config_type, dE and sigma_E in meV/atom):")
-    for r in sorted(report["frames"], key=lambda r: -abs(r["energy_error_meV_atom"]))[:3]:
+    for r in sorted(report["per_frame"], key=lambda r: -abs(r["energy_error_meV_atom"]))[:3]:
         print(f"  {r['index']:5d} {r['config_type']:12s} {r['energy_error_meV_atom']:+8.2f} "
               f"{r['energy_sigma_meV_atom']:8.2f}")
     for ct, c in report["stress_convention"].items():

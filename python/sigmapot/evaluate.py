@@ -140,8 +140,8 @@ def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Opti
     coverage = float(calc.metadata.get("calibration", {}).get("coverage", 0.9))
     report: Dict = {"model": str(model), "data": str(data), "all": error_metrics(frames, preds)}
     report["all"].update(uncertainty_metrics(frames, preds, coverage))
-    report["frames"] = frame_metrics(frames, preds)
-    report["all"].update(energy_uncertainty_metrics(report["frames"], coverage))
+    report["per_frame"] = frame_metrics(frames, preds)
+    report["all"].update(energy_uncertainty_metrics(report["per_frame"], coverage))
     report["per_config_type"], report["stress_convention"] = {}, {}
     for ct in sorted({f.config_type for f in frames}):
         idx = [k for k, f in enumerate(frames) if f.config_type == ct]
