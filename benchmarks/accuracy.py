@@ -5,7 +5,8 @@ benchmarks/results/accuracy.md.  Validation is carved out of train.extxyz only; 
 seen during training, early stopping or calibration.
 
 Usage: python benchmarks/accuracy.py [--elements Si Ge] [--config examples/configs/full.yaml]
-                                     [--time-budget MIN] [--threads N] [--stress-config-types T ...]
+                                     [--time-budget MIN] [--threads N] [--ensemble-size M]
+                                     [--stress-config-types T ...]
 
 The mlearn AIMD-NVT and Vacancy frames carry shear stresses in another order than their labels say (yz
 and xz exchanged; `sigmapot evaluate` flags it, docs/accuracy.md), so by default only the Elastic and
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "examples" / "configs" / "full.yaml"))
     p.add_argument("--time-budget", type=float, help="minutes per element (default: the config's)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--ensemble-size", type=int, help="members (default: the config's)")
     p.add_argument("--stress-config-types", nargs="+", default=["Elastic", "Surface"],
                    help="config_types whose stresses enter the loss ('all': every frame)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -48,6 +50,7 @@ def main() -> None:
         cfg = load_train_config(args.config, {"train": [str(DATA / el / "train.extxyz")],
                                               "output": str(out / "runs" / f"accuracy_{el}"),
                                               "time_budget_min": args.time_budget, "threads": args.threads,
+                                              "model.ensemble_size": args.ensemble_size,
                                               "stress_config_types": stress_types})
         t0 = time.time()
         run = train(cfg, progress=True)
@@ -57,6 +60,7 @@ def main() -> None:
         report.update({"element": el, "train_wall_time_min": wall / 60, "config": args.config,
                        "command": f"python benchmarks/accuracy.py --elements {el} --config {args.config}"
                                   + (f" --time-budget {args.time_budget}" if args.time_budget else "")
+                                  + (f" --ensemble-size {args.ensemble_size}" if args.ensemble_size else "")
                                   + f" --stress-config-types {' '.join(args.stress_config_types)}",
                        "published": PUBLISHED[el], "target": TARGET[el]})
         train_check = evaluate(str(run / "model.pt"), str(DATA / el / "train.extxyz"))
