@@ -1,6 +1,12 @@
 """The ASE calculator: boundaries, errors, uncertainty results, and use inside ASE MD / optimisers."""
 from __future__ import annotations
 
+import json
+import platform
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +128,24 @@ def test_chunked_evaluation_equals_one_call(model_file, pbc):
                 torch.testing.assert_close(unc[key], ref_unc[key], rtol=0, atol=1e-10, msg=f"{key}, chunk {chunk}")
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         SigmaCalculator(str(model_file), chunk=0)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the heap settings are glibc's")
+def test_calculator_keeps_freed_heap_memory(model_file):
+    """As the pair style does: freed work memory stays in the process (no page faults on reuse)."""
+    script = textwrap.dedent(f"""
+        import json, resource
+        import numpy as np
+        from sigmapot import SigmaCalculator
+        SigmaCalculator({str(model_file)!r})
+        faults = []
+        for _ in range(4):  # 64 MiB of work arrays per round, as a large model call allocates
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            blocks = [np.ones((16 << 20) // 8) for _ in range(4)]
+            del blocks
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(json.dumps(faults))""")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    faults = json.loads(out.stdout.splitlines()[-1])
+    assert faults[0] > 1000, faults            # the first round maps the memory in
+    assert max(faults[1:]) < faults[0] / 10, faults   # later rounds reuse it (glibc defaults: ~2000 each)

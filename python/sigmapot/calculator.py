@@ -8,6 +8,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from .export import load_exported, read_metadata
+from .heap import keep_heap_memory
 from .neighbors import neighbor_list
 
 
@@ -105,6 +106,7 @@ class SigmaCalculator(Calculator):
             raise RuntimeError(f"device='{device}' was asked for but torch sees no CUDA device; "
                                "use device='cpu'")
         self.model = load_exported(model, device=device)
+        keep_heap_memory()
         self.metadata = read_metadata(self.model)
         if dtype is not None:
             if dtype not in ("float32", "float64"):
