@@ -63,7 +63,7 @@ static std::string torch_message(const std::exception &e)
    tensors, and glibc's default thresholds hand them back to the kernel and page-fault them in again
    (about 9,000 page faults per MD step of 2,000 atoms, 100-230 with these settings; steps 2-28 % faster
    in six alternating runs, benchmarks/README.md).  Peak memory is unchanged: the kept memory is reused
-   by the next call.
+   by the next call.  The ASE calculator applies the same values (python/sigmapot/heap.py).
 ------------------------------------------------------------------------- */
 
 static void keep_heap_memory()
