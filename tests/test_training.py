@@ -12,9 +12,9 @@ import torch
 
 from sigmapot.calibrate import calibrate_model
 from sigmapot.config import ConfigError, ModelConfig, load_train_config
-from sigmapot.data import DataError, read_frames
+from sigmapot.data import DataError, collate, read_frames, to_graph
 from sigmapot.model import SigmaModel
-from sigmapot.train import load_run, make_optimizer, train
+from sigmapot.train import load_run, make_optimizer, member_losses, predict, train
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -70,6 +70,28 @@ def test_stage2_restarts_from_the_best_weights_and_ends_on_its_last_ones(si_data
     assert any(not torch.equal(value, best[name]) for name, value in final.items() if value.is_floating_point())
 
 
+def test_l1_energy_term_is_the_mean_absolute_error_per_atom(si_data, tmp_path):
+    cfg = config(si_data, tmp_path / "unused", stress_weight=1.0)
+    model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8], cutoff=4.0), seed=0)
+    batch = collate([to_graph(f, model.elements, model.cutoff)
+                     for f in read_frames(si_data / "train.extxyz")[:3]])
+    pred = predict(model, batch, create_graph=False)
+    de = (pred["energy"] - batch.energy) / batch.natoms
+    without_energy = member_losses(pred, batch, cfg, 0.0)
+    torch.testing.assert_close(member_losses(pred, batch, cfg, 2.0, "l1"), without_energy + 2.0 * de.abs().mean(1))
+    torch.testing.assert_close(member_losses(pred, batch, cfg, 2.0), without_energy + 2.0 * de.square().mean(1))
+
+
+def test_stage2_energy_loss_applies_to_stage2_only(si_data, tmp_path):
+    common = dict(epochs=2, stage2_epochs=1, stage2_energy_weight=50.0)
+    mse = rows(train(config(si_data, tmp_path / "mse", **common), progress=False))
+    l1 = rows(train(config(si_data, tmp_path / "l1", stage2_energy_loss="l1", **common), progress=False))
+    assert [r["train_loss"] for r in l1[:2]] == [r["train_loss"] for r in mse[:2]]
+    assert l1[2]["train_loss"] != mse[2]["train_loss"]
+    with pytest.raises(ConfigError, match="stage2_energy_loss must be 'mse' or 'l1'"):
+        config(si_data, tmp_path / "bad", stage2_energy_loss="huber").validate()
+
+
 def test_time_budget_ends_stage1_early_and_still_runs_stage2(si_data, tmp_path):
     # a budget spent after the first epoch: stage 1 stops there, stage 2 starts and stops after one epoch
     run = train(config(si_data, tmp_path / "run", epochs=5, stage2_epochs=3, time_budget_min=1e-4),
@@ -86,10 +108,10 @@ def test_resume_across_and_inside_stage2_gives_the_uninterrupted_model(si_data, 
     full = train(config(si_data, tmp_path / "full", **two_stage), progress=False)
     original = training._Loop._train_epoch
 
-    def killed(self, optimizer, energy_weight, epoch):
+    def killed(self, optimizer, energy_weight, epoch, *rest):
         if epoch == killed_at:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, optimizer, energy_weight, epoch)
+        return original(self, optimizer, energy_weight, epoch, *rest)
 
     part = tmp_path / "part"
     monkeypatch.setattr(training._Loop, "_train_epoch", killed)

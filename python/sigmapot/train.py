@@ -65,14 +65,15 @@ def predict(model: SigmaModel, batch: Batch, create_graph: bool) -> Dict[str, to
 
 
 def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig,
-                  energy_weight: float) -> torch.Tensor:
-    """(M,) weighted loss per member: MSE of energy per atom, force components, virial per atom.
+                  energy_weight: float, energy_loss: str = "mse") -> torch.Tensor:
+    """(M,) weighted loss per member: MSE (or, with energy_loss "l1", mean absolute error) of energy per
+    atom, MSE of force components and of virial per atom.
 
     The virial term is averaged over all frames of the batch, zero for frames without a stress, so that
     `stress_weight` weighs each stressed frame the same however few of them a batch holds.
     """
     de = (pred["energy"] - batch.energy) / batch.natoms
-    loss = energy_weight * de.square().mean(1)
+    loss = energy_weight * (de.abs() if energy_loss == "l1" else de.square()).mean(1)
     loss = loss + cfg.force_weight * (pred["forces"] - batch.forces).square().mean((1, 2))
     if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
         scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
@@ -338,7 +339,8 @@ class _Loop:
         budget = math.inf if cfg.time_budget_min is None else 60 * cfg.time_budget_min
         t0 = time.time() - self.elapsed
         for epoch in range(self.epoch, start + epochs):
-            loss = self._train_epoch(optimizer, energy_weight, epoch)
+            loss = self._train_epoch(optimizer, energy_weight, epoch,
+                                     cfg.stage2_energy_loss if number == 2 else "mse")
             val = evaluate_graphs(ema.model, self.val_graphs)
             score = energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2
             lr = optimizer.param_groups[0]["lr"]
@@ -374,7 +376,8 @@ class _Loop:
                      "stage": number, "stage_start": start, "epoch": self.epoch, "best": best,
                      "since_best": since_best, "elapsed": self.elapsed}, self.run / "checkpoint.pt")
 
-    def _train_epoch(self, optimizer: torch.optim.Optimizer, energy_weight: float, epoch: int) -> float:
+    def _train_epoch(self, optimizer: torch.optim.Optimizer, energy_weight: float, epoch: int,
+                     energy_loss: str) -> float:
         """One pass over the shuffled training frames; returns the mean loss per member."""
         model = self.model
         model.train()
@@ -382,7 +385,7 @@ class _Loop:
         for batch in batches(self.train_graphs, self.cfg.batch_size, seed=self.cfg.seed * 100003 + epoch):
             optimizer.zero_grad(set_to_none=True)
             loss = member_losses(predict(model, batch, create_graph=True), batch, self.cfg,
-                                 energy_weight).sum()
+                                 energy_weight, energy_loss).sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower "
                                          "learning_rate or check the data for outliers")
