@@ -74,7 +74,8 @@ class TrainConfig:
     stage2_energy_weight: Optional[float] = None
     stage2_learning_rate: Optional[float] = None
     # "mse" or "l1": the stage-2 energy term as a squared or an absolute error of the energy per atom
-    # (l1 matches the MAE the benchmark reports; screened in benchmarks/README.md, "Session 13")
+    # (l1 matches the MAE the benchmark reports; screened in benchmarks/README.md, "Session 13").  The
+    # logged val_score keeps its squared form, stage2_energy_weight x RMSE_E^2 + force term.
     stage2_energy_loss: str = "mse"
     patience: int = 50
     ema_decay: float = 0.99

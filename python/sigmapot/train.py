@@ -264,11 +264,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     loop = _Loop(cfg, run, model, ema, train_graphs, val_graphs, progress)
     if state is None or state.get("stage", 1) == 1:
         loop.stage(1, start=0, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-                   energy_weight=cfg.energy_weight, state=state)
+                   energy_weight=cfg.energy_weight, energy_loss="mse", state=state)
         state = None
     if cfg.stage2_epochs:
         loop.stage(2, start=loop.epoch, epochs=cfg.stage2_epochs, learning_rate=cfg.stage2_lr(),
-                   energy_weight=cfg.stage2_weight(), state=state)
+                   energy_weight=cfg.stage2_weight(), energy_loss=cfg.stage2_energy_loss, state=state)
     final = copy.deepcopy(ema.model)                  # stage 2 ends on its last (annealed) EMA weights
     if not cfg.stage2_epochs:
         final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
@@ -311,7 +311,7 @@ class _Loop:
         self.bar.close()
 
     def stage(self, number: int, start: int, epochs: int, learning_rate: float, energy_weight: float,
-              state: Optional[Dict]) -> None:
+              energy_loss: str, state: Optional[Dict]) -> None:
         cfg, model, ema = self.cfg, self.model, self.ema
         if number == 2 and state is None:                     # entering stage 2: from the best weights
             ema.model.load_state_dict(torch.load(self.run / "best.pt", weights_only=True))
@@ -339,8 +339,7 @@ class _Loop:
         budget = math.inf if cfg.time_budget_min is None else 60 * cfg.time_budget_min
         t0 = time.time() - self.elapsed
         for epoch in range(self.epoch, start + epochs):
-            loss = self._train_epoch(optimizer, energy_weight, epoch,
-                                     cfg.stage2_energy_loss if number == 2 else "mse")
+            loss = self._train_epoch(optimizer, energy_weight, epoch, energy_loss)
             val = evaluate_graphs(ema.model, self.val_graphs)
             score = energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2
             lr = optimizer.param_groups[0]["lr"]
