@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import itertools
 import json
 import subprocess
 import sys
@@ -245,15 +247,15 @@ def test_stress_config_types_keep_stress_only_for_the_listed_groups(si_data):
 
 
 def test_shear_order_check_names_a_swapped_shear_order():
-    from sigmapot.data import Frame
-    from sigmapot.evaluate import EV_A3_TO_GPA, _voigt, shear_order_check
+    from sigmapot.data import Frame, voigt
+    from sigmapot.evaluate import EV_A3_TO_GPA, shear_order_check
 
     rng = np.random.default_rng(0)
     frames, preds = {"right": [], "swapped": [], "few": []}, {"right": [], "swapped": [], "few": []}
     for k in range(23):
         s = rng.normal(scale=2.0 / EV_A3_TO_GPA, size=(3, 3))
         s = s + s.T
-        pred = _voigt(s) + rng.normal(scale=0.02 / EV_A3_TO_GPA, size=6)
+        pred = voigt(s) + rng.normal(scale=0.02 / EV_A3_TO_GPA, size=6)
         label = s.copy()
         group = "few" if k >= 20 else "swapped" if k % 2 else "right"
         if group != "right":  # yz and xz written in each other's place
@@ -271,6 +273,38 @@ def test_shear_order_check_names_a_swapped_shear_order():
     assert check["few"]["best_other_order"] == "xz yz xy" and not check["few"]["suspect"]
 
 
+def test_reorder_shear_undoes_the_order_the_check_names():
+    """Every shear permutation written by a 'conversion' is flagged by shear_order_check, and reading the
+    labels in the order it names (stress_shear_order) gives back the true stresses."""
+    from sigmapot.config import TrainConfig
+    from sigmapot.data import Frame, reorder_shear, voigt
+    from sigmapot.evaluate import EV_A3_TO_GPA, shear_order_check
+
+    rng = np.random.default_rng(1)
+    true = [(lambda a: a + a.T)(rng.normal(scale=2.0 / EV_A3_TO_GPA, size=(3, 3))) for _ in range(8)]
+    preds = [{"stress": voigt(s)} for s in true]
+    for written in itertools.permutations(range(3)):          # column k of the file holds component written[k]
+        frames = []
+        for s in true:
+            v = voigt(s)
+            v[3:] = v[3:][list(written)]
+            label = np.array([[v[0], v[5], v[4]], [v[5], v[1], v[3]], [v[4], v[3], v[2]]])
+            frames.append(Frame(symbols=["Si"], positions=np.zeros((1, 3)), cell=np.eye(3) * 5,
+                                pbc=np.ones(3, bool), energy=0.0, forces=np.zeros((1, 3)), stress=label,
+                                config_type="AIMD", source="x"))
+        check = shear_order_check(frames, preds)
+        order = "yz xz xy" if written == (0, 1, 2) else check["best_other_order"]
+        assert written == (0, 1, 2) or check["suspect"]
+        fixed = reorder_shear(frames + [dataclasses.replace(frames[0], config_type="Elastic")], {"AIMD": order})
+        for f, s in zip(fixed, true):
+            np.testing.assert_allclose(f.stress, s, rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(fixed[-1].stress, frames[0].stress)   # other groups untouched
+    with pytest.raises(DataError, match=r"\['Vacancy'\].*config_types with stresses: \['AIMD'\]"):
+        reorder_shear(frames, {"Vacancy": "xz yz xy"})
+    with pytest.raises(ConfigError, match="stress_shear_order must map"):
+        TrainConfig(train=[__file__], stress_shear_order={"AIMD": "xz xy"}).validate()
+
+
 def test_weight_decay_shrinks_only_the_readout_weights():
     model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8]))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -286,7 +320,6 @@ def test_weight_decay_shrinks_only_the_readout_weights():
 
 def test_stratified_split_holds_out_every_config_type(si_data):
     import collections
-    import dataclasses
     from sigmapot.train import validation_indices
 
     frames = read_frames(si_data / "train.extxyz")

@@ -87,8 +87,8 @@ def _evaluate(args: argparse.Namespace) -> None:
                   f"{c['shear_mae_GPa'] / c['best_other_shear_mae_GPa']:.1f}x better read as "
                   f"({c['best_other_order']}): MAE {c['shear_mae_GPa']:.3f} -> "
                   f"{c['best_other_shear_mae_GPa']:.3f} GPa in {c['frames']} frames. Check the Voigt order "
-                  f"of that data's conversion, or leave the group out of the stress loss "
-                  f"(stress_config_types)")
+                  f"of that data's conversion; to train on it, read it in that order (stress_shear_order: "
+                  f"{{{ct}: {c['best_other_order']}}}) or leave it out of the stress loss (stress_config_types)")
 
 
 def _plugin_path(args: argparse.Namespace) -> None:

@@ -67,6 +67,9 @@ class TrainConfig:
     # Only frames of these config_types enter the stress loss (None: every frame with a stress), e.g.
     # to leave out a group whose stress was written in another convention (`sigmapot evaluate` checks).
     stress_config_types: Optional[List[str]] = None
+    # Read the labelled shear stresses of these config_types in another order, e.g. {AIMD-NVT: xz yz xy}
+    # (yz and xz exchanged): the order `sigmapot evaluate` names for a flagged group (data.reorder_shear).
+    stress_shear_order: Dict[str, str] = field(default_factory=dict)
     # Stage 2 (off when 0): this many more epochs from stage 1's best weights, with a fresh optimiser, a
     # cosine learning rate from stage2_learning_rate (default learning_rate / 5) and the energy weight
     # raised to stage2_energy_weight (default 10 x energy_weight); the run ends on its last EMA weights.
@@ -122,6 +125,14 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule must be 'plateau' or 'cosine', got '{self.lr_schedule}'")
         if self.stress_config_types is not None and not isinstance(self.stress_config_types, list):
             raise ConfigError("stress_config_types must be a list of config_type names, e.g. [Elastic]")
+        from .data import shear_orders
+
+        orders = sorted(shear_orders())
+        if not isinstance(self.stress_shear_order, dict) or any(
+                v not in orders for v in self.stress_shear_order.values()):
+            raise ConfigError(f"stress_shear_order must map config_type names to one of {orders} (where the "
+                              f"labelled columns hold yz, xz, xy), e.g. {{AIMD-NVT: xz yz xy}}; got "
+                              f"{self.stress_shear_order!r}")
         if not 0.0 < self.coverage < 1.0:
             raise ConfigError(f"coverage must lie in (0, 1), got {self.coverage}")
         if not 0.0 <= self.ema_decay < 1.0:

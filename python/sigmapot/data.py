@@ -1,15 +1,20 @@
 """Reading and checking DFT frames, precomputing neighbour lists, and batching them for training."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .neighbors import neighbor_list
+
+
+VOIGT = ("xx", "yy", "zz", "yz", "xz", "xy")  # ASE order
 
 
 class DataError(ValueError):
@@ -196,3 +201,38 @@ def collate(graphs: Sequence[Graph]) -> Batch:
         volume=torch.tensor([g.volume for g in graphs], dtype=torch.float64),
         n_frames=len(graphs),
     )
+
+
+def shear_orders() -> Dict[str, Tuple[int, ...]]:
+    """'a b c' -> perm: the shear components (yz, xz, xy) stand in the labelled columns a, b, c, so the
+    corrected shear is `labelled[perm]` ('yz xz xy' is the identity, 'xz yz xy' exchanges yz and xz)."""
+    names = VOIGT[3:]
+    return {" ".join(names[i] for i in perm): perm for perm in itertools.permutations(range(3))}
+
+
+def voigt(stress: np.ndarray) -> np.ndarray:
+    """3x3 -> (xx, yy, zz, yz, xz, xy)."""
+    return np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
+
+
+def reorder_shear(frames: Sequence[Frame], orders: Mapping[str, str]) -> List[Frame]:
+    """The frames with the labelled shear stresses of the config_types in `orders` read in that order.
+
+    For data whose conversion wrote some groups' shear components in another Voigt order (`sigmapot
+    evaluate` flags such a group and names the order that fits, e.g. 'xz yz xy' for the mlearn AIMD-NVT
+    and Vacancy frames: docs/accuracy.md).
+    """
+    present = {f.config_type for f in frames if f.stress is not None}
+    missing = sorted(set(orders) - present)
+    if missing:
+        raise DataError(f"stress_shear_order names {missing}, but no training frame of that config_type has "
+                        f"a stress; config_types with stresses: {sorted(present)}")
+    out = []
+    for f in frames:
+        if f.config_type in orders and f.stress is not None:
+            v = voigt(f.stress)
+            xx, yy, zz = v[:3]
+            yz, xz, xy = v[3:][list(shear_orders()[orders[f.config_type]])]
+            f = dataclasses.replace(f, stress=np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]))
+        out.append(f)
+    return out

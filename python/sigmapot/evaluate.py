@@ -9,11 +9,10 @@ import numpy as np
 
 from .calculator import SigmaCalculator
 from .calibrate import normal_half_width
-from .data import Frame, read_frames
+from .data import VOIGT, Frame, read_frames, shear_orders, voigt
 
 EV_A3_TO_GPA = 160.21766208
 NOMINAL = np.linspace(0.05, 0.95, 19)
-VOIGT = ("xx", "yy", "zz", "yz", "xz", "xy")  # ASE order
 MIN_FRAMES_STRESS_CHECK = 5
 
 
@@ -42,7 +41,7 @@ def error_metrics(frames: Sequence[Frame], preds: Sequence[Dict]) -> Dict[str, f
            "energy_mae_meV_atom": 1000 * float(np.abs(de).mean()),
            "energy_rmse_meV_atom": 1000 * float(np.sqrt((de ** 2).mean())),
            "force_mae": float(np.abs(df).mean()), "force_rmse": float(np.sqrt((df ** 2).mean()))}
-    ds = [(p["stress"] - _voigt(f.stress)) for f, p in zip(frames, preds)
+    ds = [(p["stress"] - voigt(f.stress)) for f, p in zip(frames, preds)
           if f.stress is not None and "stress" in p]
     if ds:
         out["stress_mae_GPa"] = EV_A3_TO_GPA * float(np.abs(np.concatenate(ds)).mean())
@@ -61,31 +60,19 @@ def shear_order_check(frames: Sequence[Frame], preds: Sequence[Dict]) -> Optiona
     the verdict is only as good as the model, so check with one trained without that group's stresses
     (`stress_config_types`).  None when no frame of the group has a labelled and predicted stress.
     """
-    pairs = [(_voigt(f.stress)[3:], p["stress"][3:]) for f, p in zip(frames, preds)
+    pairs = [(voigt(f.stress)[3:], p["stress"][3:]) for f, p in zip(frames, preds)
              if f.stress is not None and "stress" in p]
     if not pairs:
         return None
     label, pred = (EV_A3_TO_GPA * np.array(x) for x in zip(*pairs))
     errors = {order: float(np.abs(label[:, list(perm)] - pred).mean())
-              for order, perm in _shear_orders().items()}
+              for order, perm in shear_orders().items()}
     labelled = errors.pop("yz xz xy")
     best = min(errors, key=errors.get)
     return {"frames": len(pairs), "shear_mae_GPa": labelled, "best_other_order": best,
             "best_other_shear_mae_GPa": errors[best],
             "suspect": (errors[best] < 0.5 * labelled and labelled > 0.05
                         and len(pairs) >= MIN_FRAMES_STRESS_CHECK)}
-
-
-def _shear_orders() -> Dict[str, tuple]:
-    """'a b c' -> the permutation that reads labelled (yz, xz, xy) columns as components a, b, c."""
-    import itertools
-
-    names = VOIGT[3:]
-    return {" ".join(names[i] for i in perm): perm for perm in itertools.permutations(range(3))}
-
-
-def _voigt(s: np.ndarray) -> np.ndarray:
-    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
 def uncertainty_metrics(frames: Sequence[Frame], preds: Sequence[Dict], coverage: float) -> Dict[str, float]:

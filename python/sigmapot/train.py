@@ -25,8 +25,8 @@ import torch
 import yaml
 
 from .config import ModelConfig, TrainConfig
-from .data import (Batch, DataError, Frame, Graph, check_duplicates, collate, read_frames, summarize,
-                   to_graph)
+from .data import (Batch, DataError, Frame, Graph, check_duplicates, collate, read_frames, reorder_shear,
+                   summarize, to_graph)
 from .model import SigmaModel, edge_forces
 
 
@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise FileNotFoundError(f"--resume: no checkpoint at '{ckpt_path}'; start without --resume")
 
     train_frames, val_frames = split_frames(cfg)
-    train_frames = select_stress(train_frames, cfg.stress_config_types)
+    train_frames = select_stress(reorder_shear(train_frames, cfg.stress_shear_order), cfg.stress_config_types)
     if cfg.init:
         model = load_for_finetuning(cfg.init)
     else:
