@@ -276,6 +276,7 @@ def test_shear_order_check_names_a_swapped_shear_order():
 def test_reorder_shear_undoes_the_order_the_check_names():
     """Every shear permutation written by a 'conversion' is flagged by shear_order_check, and reading the
     labels in the order it names (stress_shear_order) gives back the true stresses."""
+    from ase.stress import voigt_6_to_full_3x3_stress
     from sigmapot.config import TrainConfig
     from sigmapot.data import Frame, reorder_shear, voigt
     from sigmapot.evaluate import EV_A3_TO_GPA, shear_order_check
@@ -288,7 +289,7 @@ def test_reorder_shear_undoes_the_order_the_check_names():
         for s in true:
             v = voigt(s)
             v[3:] = v[3:][list(written)]
-            label = np.array([[v[0], v[5], v[4]], [v[5], v[1], v[3]], [v[4], v[3], v[2]]])
+            label = voigt_6_to_full_3x3_stress(v)
             frames.append(Frame(symbols=["Si"], positions=np.zeros((1, 3)), cell=np.eye(3) * 5,
                                 pbc=np.ones(3, bool), energy=0.0, forces=np.zeros((1, 3)), stress=label,
                                 config_type="AIMD", source="x"))

@@ -227,12 +227,8 @@ def reorder_shear(frames: Sequence[Frame], orders: Mapping[str, str]) -> List[Fr
     if missing:
         raise DataError(f"stress_shear_order names {missing}, but no training frame of that config_type has "
                         f"a stress; config_types with stresses: {sorted(present)}")
-    out = []
-    for f in frames:
-        if f.config_type in orders and f.stress is not None:
-            v = voigt(f.stress)
-            xx, yy, zz = v[:3]
-            yz, xz, xy = v[3:][list(shear_orders()[orders[f.config_type]])]
-            f = dataclasses.replace(f, stress=np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]))
-        out.append(f)
-    return out
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    perms = {ct: [0, 1, 2] + [3 + k for k in shear_orders()[order]] for ct, order in orders.items()}
+    return [dataclasses.replace(f, stress=voigt_6_to_full_3x3_stress(voigt(f.stress)[perms[f.config_type]]))
+            if f.config_type in perms and f.stress is not None else f for f in frames]
