@@ -9,10 +9,10 @@ Usage: python benchmarks/accuracy.py [--elements Si Ge] [--config examples/confi
                                      [--stress-config-types T ...] [--stress-shear-order T=ORDER ...]
 
 The mlearn AIMD-NVT and Vacancy frames carry shear stresses in another order than their labels say (yz
-and xz exchanged; `sigmapot evaluate` flags it, docs/accuracy.md), so by default only the Elastic and
-Surface frames enter the stress loss. `--stress-config-types all --stress-shear-order AIMD-NVT=xz,yz,xy
-Vacancy=xz,yz,xy` trains on every stress with those groups' shear components read in the order that fits
-(`stress_shear_order`; session 14: energies better, forces worse on validation, not the default). The
+and xz exchanged; `sigmapot evaluate` flags it, docs/accuracy.md), so by default every frame's stress
+enters the loss with those two groups' shear components read in the order that fits
+(`stress_shear_order`; the recipe since session 16, benchmarks/README.md). `--stress-config-types Elastic
+Surface --stress-shear-order none` is the recipe before it (only the groups labelled right). The
 stress-convention check of the trained model on the training file (as labelled) is saved with the results.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ DATA = REPO.parent / "shared" / "data" / "mlearn"
 PUBLISHED = {"Si": {"MTP": (2.21, 0.06), "GAP": (2.91, 0.07), "qSNAP": (3.81, 0.116), "SNAP": (6.44, 0.133)},
              "Ge": {"MTP": (1.79, 0.05), "GAP": (2.06, 0.05), "qSNAP": (6.45, 0.133), "SNAP": (6.59, 0.188)}}
 TARGET = {"Si": (2.2, 0.06), "Ge": (1.8, 0.05)}
+# The groups of the mlearn files whose shear stresses are labelled (yz xz xy) but fit as (xz yz xy).
+MLEARN_SHEAR_ORDER = ("AIMD-NVT=xz,yz,xy", "Vacancy=xz,yz,xy")
 
 
 def main() -> None:
@@ -41,9 +43,9 @@ def main() -> None:
     p.add_argument("--time-budget", type=float, help="minutes per element (default: the config's)")
     p.add_argument("--threads", type=int)
     p.add_argument("--ensemble-size", type=int, help="members (default: the config's)")
-    p.add_argument("--stress-config-types", nargs="+", default=["Elastic", "Surface"],
+    p.add_argument("--stress-config-types", nargs="+", default=["all"],
                    help="config_types whose stresses enter the loss ('all': every frame)")
-    p.add_argument("--stress-shear-order", nargs="+", default=["none"],
+    p.add_argument("--stress-shear-order", nargs="+", default=list(MLEARN_SHEAR_ORDER),
                    help="CONFIG_TYPE=ORDER: read that group's labelled shear stresses in ORDER ('none': as "
                         "labelled)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -76,32 +78,39 @@ def main() -> None:
         report["train_stress_convention"] = train_check["stress_convention"]
         (out / f"accuracy_{el}.json").write_text(json.dumps(report, indent=2))
         shutil.copy(run / "metrics.csv", out / f"accuracy_{el}_metrics.csv")  # read by training_speed.py
-        a = report["all"]
-        lines = [f"\n## {el}: trained {wall / 60:.1f} min ({report['command']})\n",
-                 "| model | energy MAE (meV/atom) | force MAE (eV/Å) |", "|---|---|---|",
-                 f"| **sigmapot** | **{a['energy_mae_meV_atom']:.2f}** | **{a['force_mae']:.4f}** |"]
-        lines += [f"| {name} (published) | {e} | {f} |" for name, (e, f) in PUBLISHED[el].items()]
-        lines += ["", "| config_type | frames | energy MAE | force MAE |", "|---|---|---|---|"]
-        lines += [f"| {ct} | {m['frames']} | {m['energy_mae_meV_atom']:.2f} | {m['force_mae']:.4f} |"
-                  for ct, m in report["per_config_type"].items()]
-        lines += ["", f"Uncertainty: Spearman(σ_F, |ΔF|) = {a['force_sigma_spearman']:.3f}; "
-                      f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%} "
-                      f"of test atoms; miscalibration area {a['miscalibration_area']:.3f}; stress MAE "
-                      f"{a.get('stress_mae_GPa', float('nan')):.3f} GPa.",
-                  "", "Shear stresses of the training file against this model, as labelled and in the best "
-                      "other order (GPa MAE):", "",
-                  "| config_type | in stress loss | as labelled | best other order | suspect |",
-                  "|---|---|---|---|---|"]
         in_loss = {ct: ("no" if stress_types is not None and ct not in stress_types else
                         f"read as ({shear_order[ct]})" if ct in shear_order else "yes")
                    for ct in report["train_stress_convention"]}
-        lines += [f"| {ct} | {in_loss[ct]} | "
-                  f"{c['shear_mae_GPa']:.3f} | {c['best_other_shear_mae_GPa']:.3f} ({c['best_other_order']}) | "
-                  f"{'**yes**' if c['suspect'] else 'no'} |"
-                  for ct, c in report["train_stress_convention"].items()]
+        lines = markdown(report, wall / 60, in_loss)
         with open(out / "accuracy.md", "a") as fh:
             fh.write("\n".join(lines) + "\n")
         print("\n".join(lines))
+
+
+def markdown(report: dict, wall_min: float, in_loss: dict[str, str]) -> list[str]:
+    """The accuracy.md section of one element's run; in_loss says how each config_type's stresses were
+    trained ("yes", "no" or "read as (ORDER)")."""
+    el, a = report["element"], report["all"]
+    lines = [f"\n## {el}: trained {wall_min:.1f} min ({report['command']})\n",
+             "| model | energy MAE (meV/atom) | force MAE (eV/Å) |", "|---|---|---|",
+             f"| **sigmapot** | **{a['energy_mae_meV_atom']:.2f}** | **{a['force_mae']:.4f}** |"]
+    lines += [f"| {name} (published) | {e} | {f} |" for name, (e, f) in PUBLISHED[el].items()]
+    lines += ["", "| config_type | frames | energy MAE | force MAE |", "|---|---|---|---|"]
+    lines += [f"| {ct} | {m['frames']} | {m['energy_mae_meV_atom']:.2f} | {m['force_mae']:.4f} |"
+              for ct, m in report["per_config_type"].items()]
+    lines += ["", f"Uncertainty: Spearman(σ_F, |ΔF|) = {a['force_sigma_spearman']:.3f}; "
+                  f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%} "
+                  f"of test atoms; miscalibration area {a['miscalibration_area']:.3f}; stress MAE "
+                  f"{a.get('stress_mae_GPa', float('nan')):.3f} GPa.",
+              "", "Shear stresses of the training file against this model, as labelled and in the best "
+                  "other order (GPa MAE):", "",
+              "| config_type | in stress loss | as labelled | best other order | suspect |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {ct} | {in_loss[ct]} | "
+              f"{c['shear_mae_GPa']:.3f} | {c['best_other_shear_mae_GPa']:.3f} ({c['best_other_order']}) | "
+              f"{'**yes**' if c['suspect'] else 'no'} |"
+              for ct, c in report["train_stress_convention"].items()]
+    return lines
 
 
 if __name__ == "__main__":
