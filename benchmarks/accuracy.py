@@ -78,19 +78,20 @@ def main() -> None:
         report["train_stress_convention"] = train_check["stress_convention"]
         (out / f"accuracy_{el}.json").write_text(json.dumps(report, indent=2))
         shutil.copy(run / "metrics.csv", out / f"accuracy_{el}_metrics.csv")  # read by training_speed.py
-        in_loss = {ct: ("no" if stress_types is not None and ct not in stress_types else
-                        f"read as ({shear_order[ct]})" if ct in shear_order else "yes")
-                   for ct in report["train_stress_convention"]}
-        lines = markdown(report, wall / 60, in_loss)
+        lines = markdown(report, wall / 60, stress_types, shear_order)
         with open(out / "accuracy.md", "a") as fh:
             fh.write("\n".join(lines) + "\n")
         print("\n".join(lines))
 
 
-def markdown(report: dict, wall_min: float, in_loss: dict[str, str]) -> list[str]:
-    """The accuracy.md section of one element's run; in_loss says how each config_type's stresses were
-    trained ("yes", "no" or "read as (ORDER)")."""
+def markdown(report: dict, wall_min: float, stress_types: list[str] | None,
+             shear_order: dict[str, str]) -> list[str]:
+    """The accuracy.md section of one element's run, trained with these stress_config_types (None: all)
+    and stress_shear_order."""
     el, a = report["element"], report["all"]
+    in_loss = {ct: ("no" if stress_types is not None and ct not in stress_types else
+                    f"read as ({shear_order[ct]})" if ct in shear_order else "yes")
+               for ct in report["train_stress_convention"]}
     lines = [f"\n## {el}: trained {wall_min:.1f} min ({report['command']})\n",
              "| model | energy MAE (meV/atom) | force MAE (eV/Å) |", "|---|---|---|",
              f"| **sigmapot** | **{a['energy_mae_meV_atom']:.2f}** | **{a['force_mae']:.4f}** |"]
