@@ -127,6 +127,44 @@ def test_resume_across_and_inside_stage2_gives_the_uninterrupted_model(si_data, 
     assert_same_weights(full, resumed)
 
 
+def test_refit_trains_on_every_frame_and_keeps_the_holdout_calibration(si_data, tmp_path, monkeypatch):
+    import sigmapot.train as training
+    from sigmapot.export import load_exported, read_metadata
+
+    recipe = {"epochs": 2, "stage2_epochs": 1, "lr_schedule": "cosine"}
+    plain = train(config(si_data, tmp_path / "plain", **recipe), progress=False)
+    run = train(config(si_data, tmp_path / "run", refit=True, **recipe), progress=False)
+    assert_same_weights(plain, run / "holdout")          # the holdout pass is the run without refit
+    holdout_model, holdout_meta = load_run(run / "holdout")
+    model, meta = load_run(run)
+    assert holdout_meta["training_data"]["train"]["frames"] == 18       # 24 frames, 6 held out
+    assert meta["training_data"]["train"]["frames"] == 24
+    assert meta["training_data"]["validation"] == holdout_meta["training_data"]["validation"]
+    torch.testing.assert_close(model.calibration, holdout_model.calibration, atol=0, rtol=0)
+    exported = read_metadata(load_exported(run / "model.pt"))
+    assert exported["calibration"]["force_scale"] == holdout_meta["calibration"]["force_scale"]
+    assert exported["training"]["refit"] is True
+    assert all(row["val_score"] == "nan" for row in rows(run)) and len(rows(run)) == 3
+    diff = [(a - b).abs().max() for a, b in zip(model.parameters(), holdout_model.parameters())]
+    assert max(diff) > 1e-6                              # six more frames change the weights
+
+    original = training._Loop._train_epoch
+
+    def killed(self, optimizer, energy_weight, epoch, *rest):
+        if self.run == tmp_path / "part" and epoch == 1:
+            raise KeyboardInterrupt("simulated kill in the refit pass")
+        return original(self, optimizer, energy_weight, epoch, *rest)
+
+    monkeypatch.setattr(training._Loop, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(si_data, tmp_path / "part", refit=True, **recipe), progress=False)
+    monkeypatch.setattr(training._Loop, "_train_epoch", original)
+    finished = (tmp_path / "part" / "holdout" / "final.pt").stat().st_mtime_ns
+    resumed = train(config(si_data, tmp_path / "part", refit=True, **recipe), resume=True, progress=False)
+    assert (resumed / "holdout" / "final.pt").stat().st_mtime_ns == finished    # not trained again
+    assert_same_weights(run, resumed)
+
+
 def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_path):
     run = train(config(si_data, tmp_path / "run", epochs=3, max_frames=40), progress=False)
     model, _ = load_run(run)
@@ -172,6 +210,8 @@ def test_config_errors_are_clear(tmp_path, si_data):
         load_train_config(None, {"train": [str(si_data / "train.extxyz")], "stage2_epochs": -1})
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(None, {"train": [str(tmp_path / "nope.extxyz")]})
+    with pytest.raises(ConfigError, match="refit needs lr_schedule: cosine"):
+        load_train_config(None, {"train": [str(si_data / "train.extxyz")], "refit": True})
     bad = tmp_path / "noforces.extxyz"
     bad.write_text("1\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"T T T\"\n"
                    "Si 0 0 0\n")

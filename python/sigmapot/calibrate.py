@@ -103,8 +103,16 @@ def calibrate_model(model, frames: Sequence[Frame], coverage: float = 0.9) -> Di
     sigma_f = a * np.maximum(raw["raw_force"], 1e-12) ** b
     q = conformal_quantile(raw["force_error"] / sigma_f, coverage)
     s_energy = energy_scale(raw["raw_energy"], raw["energy_error"], coverage)
+    calibration = {"force_scale": a, "force_exponent": b, "energy_scale": s_energy, "force_quantile": q,
+                   "coverage": coverage, "n_atoms": int(len(raw["raw_force"])), "n_frames": len(frames),
+                   "method": "power-law ML fit of sigma_F + split-conformal interval; split-conformal "
+                             "sigma_E scale"}
+    apply_calibration(model, calibration)
+    return calibration
+
+
+def apply_calibration(model, calibration: Dict[str, float]) -> None:
+    """Store a calibration (as calibrate_model returns it) in `model.calibration`."""
+    values = [calibration[k] for k in ("force_scale", "force_exponent", "energy_scale", "force_quantile")]
     with torch.no_grad():
-        model.calibration.copy_(torch.tensor([a, b, s_energy, q], dtype=model.calibration.dtype))
-    return {"force_scale": a, "force_exponent": b, "energy_scale": s_energy, "force_quantile": q,
-            "coverage": coverage, "n_atoms": int(len(raw["raw_force"])), "n_frames": len(frames),
-            "method": "power-law ML fit of sigma_F + split-conformal interval; split-conformal sigma_E scale"}
+        model.calibration.copy_(torch.tensor(values, dtype=model.calibration.dtype))

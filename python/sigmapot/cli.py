@@ -18,6 +18,7 @@ def _train(args: argparse.Namespace) -> None:
                  "learning_rate": args.lr, "seed": args.seed, "threads": args.threads, "init": args.init,
                  "energy_weight": args.energy_weight, "force_weight": args.force_weight,
                  "stress_weight": args.stress_weight, "stage2_epochs": args.stage2_epochs,
+                 "refit": args.refit,
                  "model.cutoff": args.cutoff, "model.ensemble_size": args.ensemble_size,
                  "model.num_channels": args.channels,
                  "model.elements": args.elements}
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stress-weight", type=float)
     t.add_argument("--stage2-epochs", type=int,
                    help="epochs of stage 2 (from the best weights, higher energy weight; 0: none)")
+    t.add_argument("--refit", action="store_true", default=None,
+                   help="train again on training + validation frames, keep the first run's calibration")
     t.add_argument("--init", help="fine-tune from a run directory, final.pt or exported model")
     t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -80,6 +80,10 @@ class TrainConfig:
     # (l1 matches the MAE the benchmark reports; screened in benchmarks/README.md, "Session 13").  The
     # logged val_score keeps its squared form, stage2_energy_weight x RMSE_E^2 + force term.
     stage2_energy_loss: str = "mse"
+    # After the run, train the same recipe again on the training + validation frames and export that model
+    # with the first run's calibration (train.train; the first run is kept in RUN/holdout/).  Each of the
+    # two passes gets time_budget_min.
+    refit: bool = False
     patience: int = 50
     ema_decay: float = 0.99
     seed: int = 0
@@ -123,6 +127,9 @@ class TrainConfig:
             raise ConfigError(f"stage2_energy_loss must be 'mse' or 'l1', got '{self.stage2_energy_loss}'")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ConfigError(f"lr_schedule must be 'plateau' or 'cosine', got '{self.lr_schedule}'")
+        if self.refit and self.lr_schedule != "cosine":
+            raise ConfigError("refit needs lr_schedule: cosine (the refit pass has no validation frames, and "
+                              "the plateau schedule follows the validation score)")
         if self.stress_config_types is not None and not isinstance(self.stress_config_types, list):
             raise ConfigError("stress_config_types must be a list of config_type names, e.g. [Elastic]")
         from .data import shear_orders

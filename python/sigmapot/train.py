@@ -222,18 +222,41 @@ def build_model(cfg: TrainConfig, train_frames: Sequence[Frame]) -> SigmaModel:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train (stage 1, then the optional stage 2), calibrate and export; returns the run directory."""
-    from .calibrate import calibrate_model
+    """Train (stage 1, then the optional stage 2), calibrate and export; returns the run directory.
 
+    With `refit`, the run first trains and calibrates in RUN/holdout/ exactly as without it, then trains
+    the same recipe again, from the same seed, on the training and validation frames together, and
+    exports that model with the holdout model's calibration: the final model sees every frame, and the
+    calibration still rests on frames its estimator (the holdout ensemble) did not see.
+    """
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    torch.manual_seed(cfg.seed)
     run = Path(cfg.output)
+    train_frames, val_frames = split_frames(cfg)
+    if not cfg.refit:
+        return _train_pass(cfg, run, train_frames, val_frames, resume, progress)
+    holdout = run / "holdout"
+    if resume and (holdout / "final.pt").is_file():      # killed in the refit pass: keep the holdout run
+        calibration = torch.load(holdout / "final.pt", weights_only=True)["metadata"]["calibration"]
+    else:
+        _train_pass(cfg, holdout, train_frames, val_frames, resume, progress)
+        calibration = load_run(holdout)[1]["calibration"]
+        resume = False
+    return _train_pass(cfg, run, train_frames + val_frames, [], resume and (run / "checkpoint.pt").is_file(),
+                       progress, calibration=(calibration, summarize(val_frames)))
+
+
+def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_frames: List[Frame], resume: bool,
+                progress: bool, calibration: Optional[Tuple[Dict, Dict]] = None) -> Path:
+    """One model: trained on `train_frames`, and calibrated on `val_frames`, or, for a refit without
+    validation frames, given the (calibration, summary of its frames) of the holdout run."""
+    from .calibrate import apply_calibration, calibrate_model
+
+    torch.manual_seed(cfg.seed)
     run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at '{ckpt_path}'; start without --resume")
 
-    train_frames, val_frames = split_frames(cfg)
     train_frames = select_stress(reorder_shear(train_frames, cfg.stress_shear_order), cfg.stress_config_types)
     if cfg.init:
         model = load_for_finetuning(cfg.init)
@@ -249,7 +272,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     val_graphs = [to_graph(f, model.elements, model.cutoff) for f in val_frames]
     if not cfg.init:
         fit_statistics(model, train_graphs)
-    summary = {"train": summarize(train_frames), "validation": summarize(val_frames)}
+    summary = {"train": summarize(train_frames),
+               "validation": summarize(val_frames) if calibration is None else calibration[1]}
     with open(run / "config.yaml", "w") as fh:
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
 
@@ -274,9 +298,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
     loop.close()
 
-    calibration = calibrate_model(final, val_frames, coverage=cfg.coverage)
-    meta = {"training_data": summary, "calibration": calibration,
-            "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed}}
+    if calibration is None:
+        calibrated = calibrate_model(final, val_frames, coverage=cfg.coverage)
+    else:
+        calibrated = dict(calibration[0], source="holdout run (holdout/), trained without the validation frames")
+        apply_calibration(final, calibrated)
+    meta = {"training_data": summary, "calibration": calibrated,
+            "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed,
+                         "refit": calibration is not None}}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
                  "metadata": meta}, run / "final.pt")
     from .export import export_model
@@ -284,6 +313,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     return run
 
 
+# a refit pass trains on every frame: its metrics.csv logs no validation errors
+NO_VALIDATION = {"energy_mae": math.nan, "energy_rmse": math.nan, "force_mae": math.nan, "force_rmse": math.nan}
 METRICS_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_meV_atom", "val_force_mae", "val_force_rmse",
                   "val_score", "elapsed_s", "stage"]
 
@@ -340,14 +371,14 @@ class _Loop:
         t0 = time.time() - self.elapsed
         for epoch in range(self.epoch, start + epochs):
             loss = self._train_epoch(optimizer, energy_weight, epoch, energy_loss)
-            val = evaluate_graphs(ema.model, self.val_graphs)
+            val = evaluate_graphs(ema.model, self.val_graphs) if self.val_graphs else NO_VALIDATION
             score = energy_weight * val["energy_rmse"] ** 2 + cfg.force_weight * val["force_rmse"] ** 2
             lr = optimizer.param_groups[0]["lr"]
             if plateau:
                 scheduler.step(score)
             else:
                 scheduler.step()
-            if score < best:
+            if score < best or not self.val_graphs:      # a refit has no validation: keep the last
                 best, since_best = score, 0
                 if number == 1:
                     save_atomic(ema.model.state_dict(), self.run / "best.pt")
