@@ -147,6 +147,9 @@ def test_refit_trains_on_every_frame_and_keeps_the_holdout_calibration(si_data, 
     assert all(row["val_score"] == "nan" for row in rows(run)) and len(rows(run)) == 3
     diff = [(a - b).abs().max() for a, b in zip(model.parameters(), holdout_model.parameters())]
     assert max(diff) > 1e-6                              # six more frames change the weights
+    info = subprocess.run([sys.executable, "-m", "sigmapot.cli", "info", str(run / "model.pt")], check=True,
+                          capture_output=True, text=True, env=_env()).stdout
+    assert "24 frames" in info and "training + 6 validation frames" in info
 
     original = training._Loop._train_epoch
 

@@ -56,6 +56,10 @@ def _info(args: argparse.Namespace) -> None:
     data = meta.get("training_data", {}).get("train")
     if data:
         print(f"  training data    {data['frames']} frames, {data['atoms']} atoms, sha256 {data['sha256'][:16]}")
+    if meta.get("training", {}).get("refit"):
+        held = meta["training_data"]["validation"]["frames"]
+        print(f"  refit            trained on the training + {held} validation frames; calibration from "
+              f"the holdout run trained without them")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
