@@ -235,12 +235,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if not cfg.refit:
         return _train_pass(cfg, run, train_frames, val_frames, resume, progress)
     holdout = run / "holdout"
-    if resume and (holdout / "final.pt").is_file():      # killed in the refit pass: keep the holdout run
-        calibration = torch.load(holdout / "final.pt", weights_only=True)["metadata"]["calibration"]
-    else:
+    if not (resume and (holdout / "final.pt").is_file()):    # killed in the refit pass: keep the holdout run
         _train_pass(cfg, holdout, train_frames, val_frames, resume, progress)
-        calibration = load_run(holdout)[1]["calibration"]
         resume = False
+    calibration = load_run(holdout)[1]["calibration"]
     return _train_pass(cfg, run, train_frames + val_frames, [], resume and (run / "checkpoint.pt").is_file(),
                        progress, calibration=(calibration, summarize(val_frames)))
 
