@@ -7,6 +7,10 @@ seen during training, early stopping or calibration.
 Usage: python benchmarks/accuracy.py [--elements Si Ge] [--config examples/configs/full.yaml]
                                      [--time-budget MIN] [--threads N] [--ensemble-size M]
                                      [--stress-config-types T ...] [--stress-shear-order T=ORDER ...]
+                                     [--resume]
+
+With the recipe's `refit: true` each element trains twice (a holdout pass, then every frame); the
+reported training time is both passes', the saved metrics.csv the holdout pass's validation curve.
 
 The mlearn AIMD-NVT and Vacancy frames carry shear stresses in another order than their labels say (yz
 and xz exchanged; `sigmapot evaluate` flags it, docs/accuracy.md), so by default every frame's stress
