@@ -238,15 +238,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if not (resume and (holdout / "final.pt").is_file()):    # killed in the refit pass: keep the holdout run
         _train_pass(cfg, holdout, train_frames, val_frames, resume, progress)
         resume = False
-    calibration = load_run(holdout)[1]["calibration"]
     return _train_pass(cfg, run, train_frames + val_frames, [], resume and (run / "checkpoint.pt").is_file(),
-                       progress, calibration=(calibration, summarize(val_frames)))
+                       progress, holdout=load_run(holdout)[1])
 
 
 def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_frames: List[Frame], resume: bool,
-                progress: bool, calibration: Optional[Tuple[Dict, Dict]] = None) -> Path:
-    """One model: trained on `train_frames`, and calibrated on `val_frames`, or, for a refit without
-    validation frames, given the (calibration, summary of its frames) of the holdout run."""
+                progress: bool, holdout: Optional[Dict] = None) -> Path:
+    """One model: trained on `train_frames` and calibrated on `val_frames`, or, for a refit without
+    validation frames, given the metadata of the holdout run, whose calibration it takes."""
     from .calibrate import apply_calibration, calibrate_model
 
     torch.manual_seed(cfg.seed)
@@ -271,7 +270,7 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
     if not cfg.init:
         fit_statistics(model, train_graphs)
     summary = {"train": summarize(train_frames),
-               "validation": summarize(val_frames) if calibration is None else calibration[1]}
+               "validation": summarize(val_frames) if holdout is None else holdout["training_data"]["validation"]}
     with open(run / "config.yaml", "w") as fh:
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
 
@@ -296,14 +295,15 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
         final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
     loop.close()
 
-    if calibration is None:
+    if holdout is None:
         calibrated = calibrate_model(final, val_frames, coverage=cfg.coverage)
     else:
-        calibrated = dict(calibration[0], source="holdout run (holdout/), trained without the validation frames")
+        calibrated = dict(holdout["calibration"], source="holdout run (holdout/), trained without the "
+                                                         "validation frames")
         apply_calibration(final, calibrated)
     meta = {"training_data": summary, "calibration": calibrated,
             "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed,
-                         "refit": calibration is not None}}
+                         "refit": holdout is not None}}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
                  "metadata": meta}, run / "final.pt")
     from .export import export_model
