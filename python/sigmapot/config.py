@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
@@ -70,6 +71,11 @@ class TrainConfig:
     # Read the labelled shear stresses of these config_types in another order, e.g. {AIMD-NVT: xz yz xy}
     # (yz and xz exchanged): the order `sigmapot evaluate` names for a flagged group (data.reorder_shear).
     stress_shear_order: Dict[str, str] = field(default_factory=dict)
+    # Weight of each frame in the loss by its config_type: "balanced" (every config_type present carries
+    # the same total weight, so a rare group such as a dozen surface slabs is not drowned by hundreds of
+    # bulk frames) or a mapping {config_type: weight} (types not named: 1).  Rescaled to a mean of 1 over
+    # the training frames, so energy_weight / force_weight / stress_weight keep their meaning.
+    config_type_weights: Optional[Union[str, Dict[str, float]]] = None
     # Stage 2 (off when 0): this many more epochs from stage 1's best weights, with a fresh optimiser, a
     # cosine learning rate from stage2_learning_rate (default learning_rate / 5) and the energy weight
     # raised to stage2_energy_weight (default 10 x energy_weight); the run ends on its last EMA weights.
@@ -140,6 +146,11 @@ class TrainConfig:
             raise ConfigError(f"stress_shear_order must map config_type names to one of {orders} (where the "
                               f"labelled columns hold yz, xz, xy), e.g. {{AIMD-NVT: xz yz xy}}; got "
                               f"{self.stress_shear_order!r}")
+        cw = self.config_type_weights
+        if cw is not None and cw != "balanced" and not (isinstance(cw, dict) and all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in cw.values())):
+            raise ConfigError(f"config_type_weights must be 'balanced' or map config_type names to positive "
+                              f"weights, e.g. {{Surface: 3.0}}; got {cw!r}")
         if not 0.0 < self.coverage < 1.0:
             raise ConfigError(f"coverage must lie in (0, 1), got {self.coverage}")
         if not 0.0 <= self.ema_decay < 1.0:

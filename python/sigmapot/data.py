@@ -147,6 +147,7 @@ class Graph:
     stress: Optional[torch.Tensor]
     volume: float
     natoms: int
+    weight: float = 1.0         # the frame's weight in the training loss (train.frame_weights)
 
 
 def to_graph(frame: Frame, elements: List[str], cutoff: float) -> Graph:
@@ -178,6 +179,7 @@ class Batch:
     stress: torch.Tensor        # (B, 3, 3), zeros where absent
     has_stress: torch.Tensor    # (B,) bool
     volume: torch.Tensor
+    weight: torch.Tensor        # (B,) loss weight of each frame
     n_frames: int
 
 
@@ -199,6 +201,7 @@ def collate(graphs: Sequence[Graph]) -> Batch:
                             for g in graphs]),
         has_stress=torch.tensor([g.stress is not None for g in graphs]),
         volume=torch.tensor([g.volume for g in graphs], dtype=torch.float64),
+        weight=torch.tensor([g.weight for g in graphs], dtype=torch.float64),
         n_frames=len(graphs),
     )
 

@@ -11,6 +11,7 @@ Run directory layout (all files written atomically, write-then-rename):
 """
 from __future__ import annotations
 
+import collections
 import copy
 import csv
 import dataclasses
@@ -67,18 +68,20 @@ def predict(model: SigmaModel, batch: Batch, create_graph: bool) -> Dict[str, to
 def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig,
                   energy_weight: float, energy_loss: str = "mse") -> torch.Tensor:
     """(M,) weighted loss per member: MSE (or, with energy_loss "l1", mean absolute error) of energy per
-    atom, MSE of force components and of virial per atom.
+    atom, MSE of force components and of virial per atom, each frame's terms scaled by its weight.
 
     The virial term is averaged over all frames of the batch, zero for frames without a stress, so that
     `stress_weight` weighs each stressed frame the same however few of them a batch holds.
     """
+    w = batch.weight
     de = (pred["energy"] - batch.energy) / batch.natoms
-    loss = energy_weight * (de.abs() if energy_loss == "l1" else de.square()).mean(1)
-    loss = loss + cfg.force_weight * (pred["forces"] - batch.forces).square().mean((1, 2))
+    loss = energy_weight * (w * (de.abs() if energy_loss == "l1" else de.square())).mean(1)
+    df2 = (pred["forces"] - batch.forces).square() * w[batch.frame_of_atom].view(1, -1, 1)
+    loss = loss + cfg.force_weight * df2.mean((1, 2))
     if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
         scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
-        ds = ((pred["stress"] - batch.stress) * scale)[:, batch.has_stress]
-        loss = loss + cfg.stress_weight * ds.square().sum((1, 2, 3)) / (9 * batch.n_frames)
+        ds2 = (((pred["stress"] - batch.stress) * scale).square() * w.view(1, -1, 1, 1))[:, batch.has_stress]
+        loss = loss + cfg.stress_weight * ds2.sum((1, 2, 3)) / (9 * batch.n_frames)
     return loss
 
 
@@ -212,6 +215,24 @@ def select_stress(frames: Sequence[Frame], config_types: Optional[List[str]]) ->
     return [f if f.config_type in config_types else dataclasses.replace(f, stress=None) for f in frames]
 
 
+def frame_weights(frames: Sequence[Frame], config_type_weights) -> List[float]:
+    """Loss weight of each frame from its config_type ("balanced": the inverse of the type's frame count;
+    a mapping: its value, 1 for types not named), rescaled to a mean of 1 over `frames`."""
+    counts = collections.Counter(f.config_type for f in frames)
+    if config_type_weights is None:
+        return [1.0] * len(frames)
+    if config_type_weights == "balanced":
+        raw = [1.0 / counts[f.config_type] for f in frames]
+    else:
+        unknown = sorted(set(config_type_weights) - set(counts))
+        if unknown:
+            raise DataError(f"config_type_weights names {unknown}, but no training frame has that config_type; "
+                            f"the training config_types are {sorted(counts)}")
+        raw = [float(config_type_weights.get(f.config_type, 1.0)) for f in frames]
+    mean = sum(raw) / len(raw)
+    return [r / mean for r in raw]
+
+
 def build_model(cfg: TrainConfig, train_frames: Sequence[Frame]) -> SigmaModel:
     model_cfg = dataclasses.replace(cfg.model)
     present = sorted({s for f in train_frames for s in f.symbols})
@@ -265,7 +286,8 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
         raise DataError(f"validation or training data has element(s) "
                         f"{sorted((train_symbols | set(unknown)) - set(model.elements))} that the model "
                         f"({model.elements}) lacks; add them to model.elements")
-    train_graphs = [to_graph(f, model.elements, model.cutoff) for f in train_frames]
+    train_graphs = [dataclasses.replace(to_graph(f, model.elements, model.cutoff), weight=w)
+                    for f, w in zip(train_frames, frame_weights(train_frames, cfg.config_type_weights))]
     val_graphs = [to_graph(f, model.elements, model.cutoff) for f in val_frames]
     if not cfg.init:
         fit_statistics(model, train_graphs)
@@ -303,7 +325,9 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
         apply_calibration(final, calibrated)
     meta = {"training_data": summary, "calibration": calibrated,
             "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed,
-                         "refit": holdout is not None}}
+                         "refit": holdout is not None,
+                         "config_type_weights": {f.config_type: round(g.weight, 6)
+                                                 for f, g in zip(train_frames, train_graphs)}}}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
                  "metadata": meta}, run / "final.pt")
     from .export import export_model
