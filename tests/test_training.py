@@ -16,7 +16,7 @@ from sigmapot.calibrate import calibrate_model
 from sigmapot.config import ConfigError, ModelConfig, load_train_config
 from sigmapot.data import DataError, collate, read_frames, to_graph
 from sigmapot.model import SigmaModel
-from sigmapot.train import load_run, make_optimizer, member_losses, predict, train
+from sigmapot.train import frame_weights, load_run, make_optimizer, member_losses, predict, train
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -82,6 +82,55 @@ def test_l1_energy_term_is_the_mean_absolute_error_per_atom(si_data, tmp_path):
     without_energy = member_losses(pred, batch, cfg, 0.0)
     torch.testing.assert_close(member_losses(pred, batch, cfg, 2.0, "l1"), without_energy + 2.0 * de.abs().mean(1))
     torch.testing.assert_close(member_losses(pred, batch, cfg, 2.0), without_energy + 2.0 * de.square().mean(1))
+
+
+def test_frame_weights_balance_config_types_and_scale_every_loss_term(si_data):
+    frames = read_frames(si_data / "train.extxyz")
+    types = [f.config_type for f in frames]
+    w = np.array(frame_weights(frames, "balanced"))
+    assert w.mean() == pytest.approx(1.0)
+    totals = {t: w[[k for k, x in enumerate(types) if x == t]].sum() for t in set(types)}
+    assert len(totals) == 4 and np.allclose(list(totals.values()), len(frames) / 4)   # each type the same
+    named = np.array(frame_weights(frames, {"Surface": 3.0}))
+    assert named.mean() == pytest.approx(1.0)
+    assert {round(x / named[types.index("AIMD-NVT")], 12) for x, t in zip(named, types) if t == "Surface"} == {3.0}
+    assert frame_weights(frames, None) == [1.0] * len(frames)
+    with pytest.raises(DataError, match=r"\['Surfaces'\].*training config_types are \['AIMD-NVT'"):
+        frame_weights(frames, {"Surfaces": 2.0})
+
+    cfg = config(si_data, "unused", stress_weight=1.0)
+    model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8], cutoff=4.0), seed=0)
+    graphs = [to_graph(f, model.elements, model.cutoff) for f in frames[:3]]
+    batch = collate(graphs)
+    pred = predict(model, batch, create_graph=False)
+    plain = member_losses(pred, batch, cfg, 2.0)
+    # a common weight scales every term; a frame at weight 0 leaves the loss, whatever its labels
+    torch.testing.assert_close(member_losses(pred, collate([dataclasses.replace(g, weight=2.5) for g in graphs]),
+                                             cfg, 2.0), 2.5 * plain)
+    zero = dataclasses.replace(graphs[1], weight=0.0)
+    moved = dataclasses.replace(zero, energy=zero.energy + 7.0, forces=zero.forces + 1.0, stress=zero.stress + 0.1)
+    loss = member_losses(pred, collate([graphs[0], zero, graphs[2]]), cfg, 2.0)
+    torch.testing.assert_close(member_losses(pred, collate([graphs[0], moved, graphs[2]]), cfg, 2.0), loss)
+    assert not torch.allclose(loss, plain)
+
+
+def test_config_type_weights_reach_training_and_the_model_metadata(si_data, tmp_path):
+    from ase.io import read, write
+
+    images = read(si_data / "train.extxyz", ":")
+    mixed = tmp_path / "mixed.extxyz"      # 4 Surface, 12 AIMD-NVT frames
+    write(mixed, [a for a in images if a.info["config_type"] == "Surface"][:4]
+          + [a for a in images if a.info["config_type"] == "AIMD-NVT"][:12])
+    run = train(config(si_data, tmp_path / "run", epochs=1, config_type_weights="balanced", train=[str(mixed)]),
+                progress=False)
+    _, meta = load_run(run)
+    weights = meta["training"]["config_type_weights"]
+    counts = meta["training_data"]["train"]["config_types"]
+    assert set(weights) == set(counts) and len(set(weights.values())) > 1
+    assert np.allclose([weights[t] * n for t, n in counts.items()], sum(counts.values()) / len(counts), rtol=1e-5)
+    out = subprocess.run([sys.executable, "-m", "sigmapot.cli", "info", str(run / "model.pt")], capture_output=True,
+                         text=True, check=True, env=_env()).stdout
+    assert f"frame weights    AIMD-NVT {weights['AIMD-NVT']:.3g}, Surface {weights['Surface']:.3g}" in out
 
 
 def test_stage2_energy_loss_applies_to_stage2_only(si_data, tmp_path):
@@ -215,6 +264,9 @@ def test_config_errors_are_clear(tmp_path, si_data):
         load_train_config(None, {"train": [str(tmp_path / "nope.extxyz")]})
     with pytest.raises(ConfigError, match="refit needs lr_schedule: cosine"):
         load_train_config(None, {"train": [str(si_data / "train.extxyz")], "refit": True})
+    for weights in ("heavy", {"Surface": -1.0}):
+        with pytest.raises(ConfigError, match="config_type_weights must be 'balanced' or map"):
+            load_train_config(None, {"train": [str(si_data / "train.extxyz")], "config_type_weights": weights})
     bad = tmp_path / "noforces.extxyz"
     bad.write_text("1\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"T T T\"\n"
                    "Si 0 0 0\n")

@@ -56,6 +56,9 @@ def _info(args: argparse.Namespace) -> None:
     data = meta.get("training_data", {}).get("train")
     if data:
         print(f"  training data    {data['frames']} frames, {data['atoms']} atoms, sha256 {data['sha256'][:16]}")
+    weights = meta.get("training", {}).get("config_type_weights", {})
+    if len(set(weights.values())) > 1:
+        print("  frame weights    " + ", ".join(f"{t} {w:.3g}" for t, w in sorted(weights.items())))
     if meta.get("training", {}).get("refit"):
         held = meta["training_data"]["validation"]["frames"]
         print(f"  refit            trained on the training + {held} validation frames; calibration from "
