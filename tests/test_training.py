@@ -16,7 +16,7 @@ from sigmapot.calibrate import calibrate_model
 from sigmapot.config import ConfigError, ModelConfig, load_train_config
 from sigmapot.data import DataError, collate, read_frames, to_graph
 from sigmapot.model import SigmaModel
-from sigmapot.train import frame_weights, load_run, loss_weights, make_optimizer, member_losses, predict, train
+from sigmapot.train import frame_weights, load_run, make_optimizer, member_losses, predict, train
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -114,28 +114,6 @@ def test_frame_weights_balance_config_types_and_scale_every_loss_term(si_data):
     assert not torch.allclose(loss, plain)
 
 
-def test_member_bootstrap_gives_each_member_its_own_frame_weights(si_data):
-    cfg = config(si_data, "unused", stress_weight=1.0, member_bootstrap=True)
-    base = [1.0, 2.0, 0.5] * 10
-    draws = torch.stack(loss_weights(base, 4, cfg))                      # (frames, members)
-    assert draws.shape == (30, 4) and torch.allclose(draws.mean(0), torch.ones(4, dtype=torch.float64))
-    assert (draws > 0).all() and not torch.allclose(draws[:, 0], draws[:, 1])
-    torch.testing.assert_close(torch.stack(loss_weights(base, 4, cfg)), draws)            # fixed by the seed
-    assert not torch.allclose(torch.stack(loss_weights(base, 4, dataclasses.replace(cfg, seed=1))), draws)
-    assert loss_weights(base, 4, dataclasses.replace(cfg, member_bootstrap=False)) == base
-
-    model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8], cutoff=4.0, ensemble_size=3), seed=0)
-    graphs = [to_graph(f, model.elements, model.cutoff) for f in read_frames(si_data / "train.extxyz")[:3]]
-    w = torch.tensor([[1.0, 0.2, 3.0], [0.5, 2.0, 1.0], [1.5, 1.5, 0.1]], dtype=torch.float64)   # (frames, M)
-    pred = predict(model, collate(graphs), create_graph=False)
-    per_member = member_losses(pred, collate([dataclasses.replace(g, weight=w[k]) for k, g in enumerate(graphs)]),
-                               cfg, 2.0)
-    for m in range(3):       # member m's loss is the shared-weight loss with member m's weights
-        shared = member_losses(pred, collate([dataclasses.replace(g, weight=float(w[k, m]))
-                                              for k, g in enumerate(graphs)]), cfg, 2.0)
-        torch.testing.assert_close(per_member[m], shared[m])
-
-
 def test_config_type_weights_reach_training_and_the_model_metadata(si_data, tmp_path):
     from ase.io import read, write
 
@@ -143,8 +121,8 @@ def test_config_type_weights_reach_training_and_the_model_metadata(si_data, tmp_
     mixed = tmp_path / "mixed.extxyz"      # 4 Surface, 12 AIMD-NVT frames
     write(mixed, [a for a in images if a.info["config_type"] == "Surface"][:4]
           + [a for a in images if a.info["config_type"] == "AIMD-NVT"][:12])
-    run = train(config(si_data, tmp_path / "run", epochs=1, config_type_weights="balanced", train=[str(mixed)],
-                       member_bootstrap=True), progress=False)
+    run = train(config(si_data, tmp_path / "run", epochs=1, config_type_weights="balanced", train=[str(mixed)]),
+                progress=False)
     _, meta = load_run(run)
     weights = meta["training"]["config_type_weights"]
     counts = meta["training_data"]["train"]["config_types"]
@@ -153,7 +131,6 @@ def test_config_type_weights_reach_training_and_the_model_metadata(si_data, tmp_
     out = subprocess.run([sys.executable, "-m", "sigmapot.cli", "info", str(run / "model.pt")], capture_output=True,
                          text=True, check=True, env=_env()).stdout
     assert f"frame weights    AIMD-NVT {weights['AIMD-NVT']:.3g}, Surface {weights['Surface']:.3g}" in out
-    assert meta["training"]["member_bootstrap"] is True and "bootstrap        every member" in out
 
 
 def test_stage2_energy_loss_applies_to_stage2_only(si_data, tmp_path):

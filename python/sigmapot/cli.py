@@ -59,8 +59,6 @@ def _info(args: argparse.Namespace) -> None:
     weights = meta.get("training", {}).get("config_type_weights", {})
     if len(set(weights.values())) > 1:
         print("  frame weights    " + ", ".join(f"{t} {w:.3g}" for t, w in sorted(weights.items())))
-    if meta.get("training", {}).get("member_bootstrap"):
-        print("  bootstrap        every member weighted the training frames by its own Exp(1) draw")
     if meta.get("training", {}).get("refit"):
         held = meta["training_data"]["validation"]["frames"]
         print(f"  refit            trained on the training + {held} validation frames; calibration from "

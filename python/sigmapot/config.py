@@ -76,8 +76,6 @@ class TrainConfig:
     # bulk frames) or a mapping {config_type: weight} (types not named: 1).  Rescaled to a mean of 1 over
     # the training frames, so energy_weight / force_weight / stress_weight keep their meaning.
     config_type_weights: Optional[Union[str, Dict[str, float]]] = None
-    # Bayesian bootstrap: every member weighs each training frame by its own Exp(1) draw (train.loss_weights)
-    member_bootstrap: bool = False
     # Stage 2 (off when 0): this many more epochs from stage 1's best weights, with a fresh optimiser, a
     # cosine learning rate from stage2_learning_rate (default learning_rate / 5) and the energy weight
     # raised to stage2_energy_weight (default 10 x energy_weight); the run ends on its last EMA weights.

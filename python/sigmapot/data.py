@@ -6,7 +6,7 @@ import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -147,8 +147,7 @@ class Graph:
     stress: Optional[torch.Tensor]
     volume: float
     natoms: int
-    # the frame's weight in the training loss: one for all members, or (M,) one per member (train.loss_weights)
-    weight: Union[float, torch.Tensor] = 1.0
+    weight: float = 1.0         # the frame's weight in the training loss (train.frame_weights)
 
 
 def to_graph(frame: Frame, elements: List[str], cutoff: float) -> Graph:
@@ -180,7 +179,7 @@ class Batch:
     stress: torch.Tensor        # (B, 3, 3), zeros where absent
     has_stress: torch.Tensor    # (B,) bool
     volume: torch.Tensor
-    weight: torch.Tensor        # (1, B) or (M, B): loss weight of each frame, shared or per member
+    weight: torch.Tensor        # (B,) loss weight of each frame
     n_frames: int
 
 
@@ -202,7 +201,7 @@ def collate(graphs: Sequence[Graph]) -> Batch:
                             for g in graphs]),
         has_stress=torch.tensor([g.stress is not None for g in graphs]),
         volume=torch.tensor([g.volume for g in graphs], dtype=torch.float64),
-        weight=torch.stack([torch.as_tensor(g.weight, dtype=torch.float64).reshape(-1) for g in graphs], dim=1),
+        weight=torch.tensor([g.weight for g in graphs], dtype=torch.float64),
         n_frames=len(graphs),
     )
 

@@ -76,11 +76,11 @@ def member_losses(pred: Dict[str, torch.Tensor], batch: Batch, cfg: TrainConfig,
     w = batch.weight
     de = (pred["energy"] - batch.energy) / batch.natoms
     loss = energy_weight * (w * (de.abs() if energy_loss == "l1" else de.square())).mean(1)
-    df2 = (pred["forces"] - batch.forces).square() * w[:, batch.frame_of_atom].unsqueeze(-1)
+    df2 = (pred["forces"] - batch.forces).square() * w[batch.frame_of_atom].view(1, -1, 1)
     loss = loss + cfg.force_weight * df2.mean((1, 2))
     if cfg.stress_weight > 0 and bool(batch.has_stress.any()):
         scale = (batch.volume / batch.natoms).view(1, -1, 1, 1)          # stress -> virial per atom
-        ds2 = (((pred["stress"] - batch.stress) * scale).square() * w.view(w.shape[0], -1, 1, 1))[:, batch.has_stress]
+        ds2 = (((pred["stress"] - batch.stress) * scale).square() * w.view(1, -1, 1, 1))[:, batch.has_stress]
         loss = loss + cfg.stress_weight * ds2.sum((1, 2, 3)) / (9 * batch.n_frames)
     return loss
 
@@ -233,17 +233,6 @@ def frame_weights(frames: Sequence[Frame], config_type_weights) -> List[float]:
     return [r / mean for r in raw]
 
 
-def loss_weights(weights: List[float], members: int, cfg: TrainConfig) -> List:
-    """Each frame's loss weight: `weights`, or with `member_bootstrap` (M,) per frame, the frame weight times
-    a Bayesian-bootstrap draw (Exp(1), rescaled to a mean of 1 per member, fixed for the run), so that
-    the members fit differently weighted versions of the data instead of only starting apart."""
-    if not cfg.member_bootstrap:
-        return weights
-    draws = np.random.default_rng([cfg.seed, 1]).exponential(size=(len(weights), members)) * np.array(weights)[:, None]
-    draws /= draws.mean(0, keepdims=True)
-    return list(torch.from_numpy(draws))
-
-
 def build_model(cfg: TrainConfig, train_frames: Sequence[Frame]) -> SigmaModel:
     model_cfg = dataclasses.replace(cfg.model)
     present = sorted({s for f in train_frames for s in f.symbols})
@@ -297,9 +286,8 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
         raise DataError(f"validation or training data has element(s) "
                         f"{sorted((train_symbols | set(unknown)) - set(model.elements))} that the model "
                         f"({model.elements}) lacks; add them to model.elements")
-    weights = frame_weights(train_frames, cfg.config_type_weights)
     train_graphs = [dataclasses.replace(to_graph(f, model.elements, model.cutoff), weight=w)
-                    for f, w in zip(train_frames, loss_weights(weights, model.ensemble_size, cfg))]
+                    for f, w in zip(train_frames, frame_weights(train_frames, cfg.config_type_weights))]
     val_graphs = [to_graph(f, model.elements, model.cutoff) for f in val_frames]
     if not cfg.init:
         fit_statistics(model, train_graphs)
@@ -338,8 +326,8 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
     meta = {"training_data": summary, "calibration": calibrated,
             "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed,
                          "refit": holdout is not None,
-                         "member_bootstrap": cfg.member_bootstrap,
-                         "config_type_weights": {f.config_type: round(w, 6) for f, w in zip(train_frames, weights)}}}
+                         "config_type_weights": {f.config_type: round(g.weight, 6)
+                                                 for f, g in zip(train_frames, train_graphs)}}}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
                  "metadata": meta}, run / "final.pt")
     from .export import export_model
