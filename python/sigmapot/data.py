@@ -218,6 +218,16 @@ def voigt(stress: np.ndarray) -> np.ndarray:
     return np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
 
 
+def check_config_types(option: str, names, frames: Sequence[Frame], with_stress: bool) -> None:
+    """Refuse config_type names given to `option` that no training frame (with a stress, if `with_stress`)
+    has, listing the ones it could name."""
+    present = sorted({f.config_type for f in frames if f.stress is not None or not with_stress})
+    missing = sorted(set(names) - set(present))
+    if missing:
+        what = "has a stress; config_types with stresses:" if with_stress else "exists; the training config_types are"
+        raise DataError(f"{option} names {missing}, but no training frame of that config_type {what} {present}")
+
+
 def reorder_shear(frames: Sequence[Frame], orders: Mapping[str, str]) -> List[Frame]:
     """The frames with the labelled shear stresses of the config_types in `orders` read in that order.
 
@@ -225,11 +235,7 @@ def reorder_shear(frames: Sequence[Frame], orders: Mapping[str, str]) -> List[Fr
     evaluate` flags such a group and names the order that fits, e.g. 'xz yz xy' for the mlearn AIMD-NVT
     and Vacancy frames: docs/accuracy.md).
     """
-    present = {f.config_type for f in frames if f.stress is not None}
-    missing = sorted(set(orders) - present)
-    if missing:
-        raise DataError(f"stress_shear_order names {missing}, but no training frame of that config_type has "
-                        f"a stress; config_types with stresses: {sorted(present)}")
+    check_config_types("stress_shear_order", orders, frames, with_stress=True)
     from ase.stress import voigt_6_to_full_3x3_stress
 
     perms = {ct: [0, 1, 2] + [3 + k for k in shear_orders()[order]] for ct, order in orders.items()}

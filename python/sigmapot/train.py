@@ -26,8 +26,8 @@ import torch
 import yaml
 
 from .config import ModelConfig, TrainConfig
-from .data import (Batch, DataError, Frame, Graph, check_duplicates, collate, read_frames, reorder_shear,
-                   summarize, to_graph)
+from .data import (Batch, DataError, Frame, Graph, check_config_types, check_duplicates, collate, read_frames,
+                   reorder_shear, summarize, to_graph)
 from .model import SigmaModel, edge_forces
 
 
@@ -207,27 +207,20 @@ def select_stress(frames: Sequence[Frame], config_types: Optional[List[str]]) ->
     """The frames with their stress kept only for the listed config_types (all when None)."""
     if config_types is None:
         return list(frames)
-    present = sorted({f.config_type for f in frames if f.stress is not None})
-    missing = sorted(set(config_types) - set(present))
-    if missing:
-        raise DataError(f"stress_config_types names {missing}, but no training frame of that config_type "
-                        f"has a stress; config_types with stresses: {present}")
+    check_config_types("stress_config_types", config_types, frames, with_stress=True)
     return [f if f.config_type in config_types else dataclasses.replace(f, stress=None) for f in frames]
 
 
 def frame_weights(frames: Sequence[Frame], config_type_weights) -> List[float]:
     """Loss weight of each frame from its config_type ("balanced": the inverse of the type's frame count;
     a mapping: its value, 1 for types not named), rescaled to a mean of 1 over `frames`."""
-    counts = collections.Counter(f.config_type for f in frames)
     if config_type_weights is None:
         return [1.0] * len(frames)
     if config_type_weights == "balanced":
+        counts = collections.Counter(f.config_type for f in frames)
         raw = [1.0 / counts[f.config_type] for f in frames]
     else:
-        unknown = sorted(set(config_type_weights) - set(counts))
-        if unknown:
-            raise DataError(f"config_type_weights names {unknown}, but no training frame has that config_type; "
-                            f"the training config_types are {sorted(counts)}")
+        check_config_types("config_type_weights", config_type_weights, frames, with_stress=False)
         raw = [float(config_type_weights.get(f.config_type, 1.0)) for f in frames]
     mean = sum(raw) / len(raw)
     return [r / mean for r in raw]
