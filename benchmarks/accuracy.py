@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sigmapot.config import load_train_config
 from sigmapot.evaluate import evaluate
-from sigmapot.train import load_run, train
+from sigmapot.train import load_run, part_dir, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mlearn"
@@ -82,10 +82,15 @@ def main() -> None:
         train_check = evaluate(str(run / "model.pt"), str(DATA / el / "train.extxyz"))
         report["train_stress_convention"] = train_check["stress_convention"]
         (out / f"accuracy_{el}.json").write_text(json.dumps(report, indent=2))
-        # the validation curve, read by training_speed.py (a refit pass has none: its holdout run's)
-        shutil.copy(passes[0] / "metrics.csv", out / f"accuracy_{el}_metrics.csv")
-        if cfg.refit:
-            shutil.copy(run / "metrics.csv", out / f"accuracy_{el}_refit_metrics.csv")
+        # the validation curve, read by training_speed.py (a refit pass has none: its holdout run's);
+        # an ensemble trained as several runs has one per run (_part1.. after the first)
+        for k in range(cfg.ensemble_runs):
+            suffix = f"_part{k}" if k else ""
+            shutil.copy(part_dir(passes[0], k, cfg.ensemble_runs) / "metrics.csv",
+                        out / f"accuracy_{el}_metrics{suffix}.csv")
+            if cfg.refit:
+                shutil.copy(part_dir(run, k, cfg.ensemble_runs) / "metrics.csv",
+                            out / f"accuracy_{el}_refit_metrics{suffix}.csv")
         lines = markdown(report, wall / 60, stress_types, shear_order)
         with open(out / "accuracy.md", "a") as fh:
             fh.write("\n".join(lines) + "\n")

@@ -90,6 +90,12 @@ class TrainConfig:
     # with the first run's calibration (train.train; the first run is kept in RUN/holdout/).  Each of the
     # two passes gets time_budget_min.
     refit: bool = False
+    # Train the ensemble as this many independent runs of ensemble_size / ensemble_runs members each (seeds
+    # seed, seed + 1, ...: their own initial weights and batch order; same frames and validation split),
+    # merged into one model before calibration.  Members of one run share every batch; members of
+    # different runs disagree more where the data is thin (benchmarks/README.md, "Session 19").  Each run
+    # gets time_budget_min / ensemble_runs.
+    ensemble_runs: int = 1
     patience: int = 50
     ema_decay: float = 0.99
     seed: int = 0
@@ -151,6 +157,15 @@ class TrainConfig:
                 isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in cw.values())):
             raise ConfigError(f"config_type_weights must be 'balanced' or map config_type names to positive "
                               f"weights, e.g. {{Surface: 3.0}}; got {cw!r}")
+        if not isinstance(self.ensemble_runs, int) or self.ensemble_runs < 1 \
+                or self.model.ensemble_size % self.ensemble_runs \
+                or self.model.ensemble_size // self.ensemble_runs < 2:
+            raise ConfigError(f"ensemble_runs must be a whole number >= 1 that divides model.ensemble_size "
+                              f"({self.model.ensemble_size}) into runs of 2 or more members, got "
+                              f"{self.ensemble_runs!r}")
+        if self.ensemble_runs > 1 and (self.model.shared_descriptor or self.init):
+            raise ConfigError("ensemble_runs > 1 trains independent deep ensembles from scratch: it cannot "
+                              "be combined with model.shared_descriptor or init (--init)")
         if not 0.0 < self.coverage < 1.0:
             raise ConfigError(f"coverage must lie in (0, 1), got {self.coverage}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -259,16 +259,72 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_frames: List[Frame], resume: bool,
                 progress: bool, holdout: Optional[Dict] = None) -> Path:
     """One model: trained on `train_frames` and calibrated on `val_frames`, or, for a refit without
-    validation frames, given the metadata of the holdout run, whose calibration it takes."""
+    validation frames, given the metadata of the holdout run, whose calibration it takes.
+
+    With `ensemble_runs` R > 1 the members are trained as R independent runs in RUN/part0.. (seeds seed,
+    seed + 1, ..., so their own initial weights and batch order) and merged before calibration."""
     from .calibrate import apply_calibration, calibrate_model
 
-    torch.manual_seed(cfg.seed)
     run.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run / "checkpoint.pt"
-    if resume and not ckpt_path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at '{ckpt_path}'; start without --resume")
+    R = cfg.ensemble_runs
+    if resume and not any((part_dir(run, k, R) / "checkpoint.pt").is_file() for k in range(R)):
+        raise FileNotFoundError(f"--resume: no checkpoint at '{part_dir(run, 0, R) / 'checkpoint.pt'}'; "
+                                "start without --resume")
 
     train_frames = select_stress(reorder_shear(train_frames, cfg.stress_shear_order), cfg.stress_config_types)
+    summary = {"train": summarize(train_frames),
+               "validation": summarize(val_frames) if holdout is None else holdout["training_data"]["validation"]}
+    with open(run / "config.yaml", "w") as fh:
+        yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
+    weights = frame_weights(train_frames, cfg.config_type_weights)
+    parts, epochs, elapsed = [], [], 0.0
+    for k in range(R):
+        part_cfg = cfg if R == 1 else dataclasses.replace(
+            cfg, seed=cfg.seed + k, model=dataclasses.replace(cfg.model, ensemble_size=cfg.model.ensemble_size // R),
+            time_budget_min=None if cfg.time_budget_min is None else cfg.time_budget_min / R)
+        directory = part_dir(run, k, R)
+        directory.mkdir(exist_ok=True)
+        final, loop = _fit_members(part_cfg, directory, train_frames, weights, val_frames,
+                                   resume and (directory / "checkpoint.pt").is_file(), progress,
+                                   desc="train" if R == 1 else f"train {k + 1}/{R}")
+        parts.append(final)
+        epochs.append(loop.epoch)
+        elapsed += loop.elapsed
+    final = parts[0] if R == 1 else merge_members(parts)
+    val_graphs = [to_graph(f, final.elements, final.cutoff) for f in val_frames]
+
+    if holdout is None:
+        calibrated = calibrate_model(final, val_frames, coverage=cfg.coverage)
+    else:
+        calibrated = dict(holdout["calibration"], source="holdout run (holdout/), trained without the "
+                                                         "validation frames")
+        apply_calibration(final, calibrated)
+    training = {"epochs_run": epochs[0] if R == 1 else epochs, "wall_time_s": round(elapsed, 1),
+                "seed": cfg.seed, "refit": holdout is not None,
+                "config_type_weights": {f.config_type: round(w, 6) for f, w in zip(train_frames, weights)}}
+    if R > 1:
+        training["ensemble_runs"] = R
+    if val_graphs:   # the exported ensemble's own errors (the metrics.csv rows are each part's)
+        training["validation_errors"] = {k: round(v, 8) for k, v in evaluate_graphs(final, val_graphs).items()}
+    meta = {"training_data": summary, "calibration": calibrated, "training": training}
+    save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
+                 "metadata": meta}, run / "final.pt")
+    from .export import export_model
+    export_model(final, run / "model.pt", metadata=meta)
+    return run
+
+
+def part_dir(run: Path, k: int, runs: int) -> Path:
+    """Where part k of an ensemble trained as `runs` independent runs keeps its checkpoints and metrics."""
+    return run if runs == 1 else run / f"part{k}"
+
+
+def _fit_members(cfg: TrainConfig, run: Path, train_frames: List[Frame], weights: List[float],
+                 val_frames: List[Frame], resume: bool, progress: bool, desc: str) -> Tuple[SigmaModel, "_Loop"]:
+    """Train one ensemble of cfg.model.ensemble_size members (stage 1, optional stage 2) in `run`; returns
+    its final, uncalibrated weights and the finished loop (epochs, elapsed time)."""
+    torch.manual_seed(cfg.seed)
+    ckpt_path = run / "checkpoint.pt"
     if cfg.init:
         model = load_for_finetuning(cfg.init)
     else:
@@ -280,14 +336,10 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
                         f"{sorted((train_symbols | set(unknown)) - set(model.elements))} that the model "
                         f"({model.elements}) lacks; add them to model.elements")
     train_graphs = [dataclasses.replace(to_graph(f, model.elements, model.cutoff), weight=w)
-                    for f, w in zip(train_frames, frame_weights(train_frames, cfg.config_type_weights))]
+                    for f, w in zip(train_frames, weights)]
     val_graphs = [to_graph(f, model.elements, model.cutoff) for f in val_frames]
     if not cfg.init:
         fit_statistics(model, train_graphs)
-    summary = {"train": summarize(train_frames),
-               "validation": summarize(val_frames) if holdout is None else holdout["training_data"]["validation"]}
-    with open(run / "config.yaml", "w") as fh:
-        yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
 
     ema = EMA(model, cfg.ema_decay)
     state = torch.load(ckpt_path, weights_only=True) if resume else None
@@ -297,7 +349,7 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
             csv.writer(fh).writerow(METRICS_FIELDS)
     else:
         _truncate_metrics(metrics_path, state["epoch"])
-    loop = _Loop(cfg, run, model, ema, train_graphs, val_graphs, progress)
+    loop = _Loop(cfg, run, model, ema, train_graphs, val_graphs, progress, desc)
     if state is None or state.get("stage", 1) == 1:
         loop.stage(1, start=0, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
                    energy_weight=cfg.energy_weight, energy_loss="mse", state=state)
@@ -309,23 +361,7 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
     if not cfg.stage2_epochs:
         final.load_state_dict(torch.load(run / "best.pt", weights_only=True))
     loop.close()
-
-    if holdout is None:
-        calibrated = calibrate_model(final, val_frames, coverage=cfg.coverage)
-    else:
-        calibrated = dict(holdout["calibration"], source="holdout run (holdout/), trained without the "
-                                                         "validation frames")
-        apply_calibration(final, calibrated)
-    meta = {"training_data": summary, "calibration": calibrated,
-            "training": {"epochs_run": loop.epoch, "wall_time_s": round(loop.elapsed, 1), "seed": cfg.seed,
-                         "refit": holdout is not None,
-                         "config_type_weights": {f.config_type: round(g.weight, 6)
-                                                 for f, g in zip(train_frames, train_graphs)}}}
-    save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
-                 "metadata": meta}, run / "final.pt")
-    from .export import export_model
-    export_model(final, run / "model.pt", metadata=meta)
-    return run
+    return final, loop
 
 
 # a refit pass trains on every frame: its metrics.csv logs no validation errors
@@ -344,13 +380,13 @@ class _Loop:
     """
 
     def __init__(self, cfg: TrainConfig, run: Path, model: SigmaModel, ema: EMA, train_graphs: List[Graph],
-                 val_graphs: List[Graph], progress: bool):
+                 val_graphs: List[Graph], progress: bool, desc: str = "train"):
         from tqdm import tqdm
 
         self.cfg, self.run, self.model, self.ema = cfg, run, model, ema
         self.train_graphs, self.val_graphs = train_graphs, val_graphs
         self.epoch, self.elapsed = 0, 0.0
-        self.bar = tqdm(total=cfg.epochs + cfg.stage2_epochs, disable=not progress, desc="train",
+        self.bar = tqdm(total=cfg.epochs + cfg.stage2_epochs, disable=not progress, desc=desc,
                         unit="epoch")
 
     def close(self) -> None:
@@ -457,6 +493,27 @@ def model_config_of(model: SigmaModel) -> ModelConfig:
                        hidden=[layer.weight.shape[-1] for layer in model.mlp][:-1],
                        ensemble_size=model.ensemble_size, envelope_p=model.envelope_p,
                        shared_descriptor=model.shared_descriptor)
+
+
+def merge_members(models: Sequence[SigmaModel]) -> SigmaModel:
+    """One ensemble whose members are those of `models` in order (independent runs on the same training
+    frames): the member-indexed parameters and feature statistics are joined, the data statistics
+    (reference energies, energy scale, neighbour count) must agree."""
+    config = model_config_of(models[0])
+    config.ensemble_size = sum(m.ensemble_size for m in models)
+    merged = SigmaModel(config)
+    member_keys = {name for name, _ in merged.named_parameters()} | {"feature_mean", "feature_std"}
+    states = [m.state_dict() for m in models]
+    joined = {}
+    for key, value in states[0].items():
+        if key in member_keys:     # member axis: 1 for the (3, M, K, K) channel mixes, else 0
+            joined[key] = torch.cat([s[key] for s in states], dim=1 if key == "channel_mix" else 0)
+        elif all(torch.equal(s[key], value) for s in states):
+            joined[key] = value
+        else:
+            raise ValueError(f"cannot merge ensembles whose '{key}' differ: train them on the same frames")
+    merged.load_state_dict(joined)
+    return merged
 
 
 def load_run(run_dir: str | Path) -> Tuple[SigmaModel, Dict]:
