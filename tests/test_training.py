@@ -16,7 +16,8 @@ from sigmapot.calibrate import calibrate_model
 from sigmapot.config import ConfigError, ModelConfig, load_train_config
 from sigmapot.data import DataError, collate, read_frames, to_graph
 from sigmapot.model import SigmaModel
-from sigmapot.train import frame_weights, load_run, make_optimizer, member_losses, predict, train
+from sigmapot.train import (frame_weights, load_run, make_optimizer, member_losses, merge_members,
+                            model_config_of, predict, train)
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -217,6 +218,57 @@ def test_refit_trains_on_every_frame_and_keeps_the_holdout_calibration(si_data, 
     assert_same_weights(run, resumed)
 
 
+def test_ensemble_runs_are_independent_runs_merged_into_one_model(si_data, tmp_path):
+    run = train(config(si_data, tmp_path / "run", epochs=2, ensemble_runs=2), progress=False)
+    plain = train(config(si_data, tmp_path / "plain", epochs=2, **{"model.ensemble_size": 2}), progress=False)
+    model, meta = load_run(run)
+    first, _ = load_run(plain)
+    second = SigmaModel(dataclasses.replace(model_config_of(first)))
+    second.load_state_dict(torch.load(run / "part1" / "best.pt", weights_only=True))
+    assert model.ensemble_size == 4 and meta["training"]["ensemble_runs"] == 2
+    assert meta["training"]["epochs_run"] == [2, 2] and "validation_errors" in meta["training"]
+    # run 0 is the plain 2-member run with the same seed; run 1 has its own initial weights
+    assert (second.radial_weight - first.radial_weight).abs().max() > 1e-3
+    frames = read_frames(si_data / "test.extxyz")[:3]
+    batch = collate([to_graph(f, model.elements, model.cutoff) for f in frames])
+    merged = predict(model, batch, create_graph=False)
+    parts = [predict(m, batch, create_graph=False) for m in (first, second)]
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(merged[key], torch.cat([p[key] for p in parts]), atol=1e-10, rtol=0)
+    info = subprocess.run([sys.executable, "-m", "sigmapot.cli", "info", str(run / "model.pt")], check=True,
+                          capture_output=True, text=True, env=_env()).stdout
+    assert "2 independent runs of 2 members (seeds 0, 1)" in info
+
+
+def test_merge_refuses_ensembles_fit_to_other_frames(si_data, tmp_path):
+    a, _ = load_run(train(config(si_data, tmp_path / "a", epochs=1, **{"model.ensemble_size": 2}),
+                          progress=False))
+    b, _ = load_run(train(config(si_data, tmp_path / "b", epochs=1, max_frames=20,
+                                 **{"model.ensemble_size": 2}), progress=False))
+    with pytest.raises(ValueError, match="cannot merge ensembles whose 'reference_energy' differ"):
+        merge_members([a, b])
+
+
+def test_resume_inside_the_second_ensemble_run_gives_the_uninterrupted_model(si_data, tmp_path, monkeypatch):
+    import sigmapot.train as training
+
+    full = train(config(si_data, tmp_path / "full", ensemble_runs=2), progress=False)
+    original = training._Loop._train_epoch
+
+    def killed(self, optimizer, energy_weight, epoch, *rest):
+        if self.run.name == "part1" and epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, optimizer, energy_weight, epoch, *rest)
+
+    monkeypatch.setattr(training._Loop, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(si_data, tmp_path / "part", ensemble_runs=2), progress=False)
+    monkeypatch.setattr(training._Loop, "_train_epoch", original)
+    resumed = train(config(si_data, tmp_path / "part", ensemble_runs=2), resume=True, progress=False)
+    assert [row["epoch"] for row in rows(resumed / "part1")] == ["1", "2", "3"]
+    assert_same_weights(full, resumed)
+
+
 def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_path):
     run = train(config(si_data, tmp_path / "run", epochs=3, max_frames=40), progress=False)
     model, _ = load_run(run)
@@ -267,6 +319,9 @@ def test_config_errors_are_clear(tmp_path, si_data):
     for weights in ("heavy", {"Surface": -1.0}):
         with pytest.raises(ConfigError, match="config_type_weights must be 'balanced' or map"):
             load_train_config(None, {"train": [str(si_data / "train.extxyz")], "config_type_weights": weights})
+    for runs, extra in ((3, {}), (4, {}), (2, {"model.shared_descriptor": True})):
+        with pytest.raises(ConfigError, match="ensemble_runs"):
+            load_train_config(None, {"train": [str(si_data / "train.extxyz")], "ensemble_runs": runs, **extra})
     bad = tmp_path / "noforces.extxyz"
     bad.write_text("1\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 energy=-1.0 pbc=\"T T T\"\n"
                    "Si 0 0 0\n")

@@ -59,6 +59,11 @@ def _info(args: argparse.Namespace) -> None:
     weights = meta.get("training", {}).get("config_type_weights", {})
     if len(set(weights.values())) > 1:
         print("  frame weights    " + ", ".join(f"{t} {w:.3g}" for t, w in sorted(weights.items())))
+    runs = meta.get("training", {}).get("ensemble_runs", 1)
+    if runs > 1:
+        seed = meta["training"]["seed"]
+        print(f"  ensemble runs    {runs} independent runs of {meta['ensemble_size'] // runs} members "
+              f"(seeds {', '.join(str(seed + k) for k in range(runs))}), merged")
     if meta.get("training", {}).get("refit"):
         held = meta["training_data"]["validation"]["frames"]
         print(f"  refit            trained on the training + {held} validation frames; calibration from "
