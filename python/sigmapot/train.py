@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if not (resume and (holdout / "final.pt").is_file()):    # killed in the refit pass: keep the holdout run
         _train_pass(cfg, holdout, train_frames, val_frames, resume, progress)
         resume = False
-    return _train_pass(cfg, run, train_frames + val_frames, [], resume and (run / "checkpoint.pt").is_file(),
+    return _train_pass(cfg, run, train_frames + val_frames, [], resume and _checkpointed(run, cfg.ensemble_runs),
                        progress, holdout=load_run(holdout)[1])
 
 
@@ -267,7 +267,7 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
 
     run.mkdir(parents=True, exist_ok=True)
     R = cfg.ensemble_runs
-    if resume and not any((part_dir(run, k, R) / "checkpoint.pt").is_file() for k in range(R)):
+    if resume and not _checkpointed(run, R):
         raise FileNotFoundError(f"--resume: no checkpoint at '{part_dir(run, 0, R) / 'checkpoint.pt'}'; "
                                 "start without --resume")
 
@@ -317,6 +317,10 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
 def part_dir(run: Path, k: int, runs: int) -> Path:
     """Where part k of an ensemble trained as `runs` independent runs keeps its checkpoints and metrics."""
     return run if runs == 1 else run / f"part{k}"
+
+
+def _checkpointed(run: Path, runs: int) -> bool:
+    return any((part_dir(run, k, runs) / "checkpoint.pt").is_file() for k in range(runs))
 
 
 def _fit_members(cfg: TrainConfig, run: Path, train_frames: List[Frame], weights: List[float],
