@@ -19,7 +19,8 @@ from ase.calculators.calculator import Calculator, all_changes
 import sigmapot.lammps
 import sigmapot.reference
 from sigmapot.config import ConfigError
-from sigmapot.learn import is_validation, learn, load_learn_config, select_diverse
+from sigmapot.export import load_exported, read_metadata
+from sigmapot.learn import _train_iteration, is_validation, learn, load_learn_config, select_diverse
 
 torch.set_num_threads(1)
 pytest.importorskip("mpi4py")
@@ -148,6 +149,18 @@ def test_stops_when_md_stays_below_threshold(tmp_path, reference):
     assert len(records) == 1 and records[0]["stop"] == "converged"
     assert records[0]["new_labels"] == 0 and records[0]["max_sigma_f"] < 50.0
     assert all(run["steps_run"] == 60 and not run["halted"] for run in records[0]["md"])
+
+
+def test_fine_tuning_continues_a_model_trained_as_ensemble_runs(tmp_path, si_data):
+    cfg = load_learn_config(str(write_config(tmp_path, **{"training.ensemble_runs": 2, "training.epochs": 2,
+                                                          "finetune_epochs": 1})), {})
+    labels = ase.io.read(si_data / "train.extxyz", ":10")
+    first = _train_iteration(cfg, tmp_path / "iter_000", labels, None)
+    assert (first.parent / "part1" / "checkpoint.pt").is_file()
+    second = _train_iteration(cfg, tmp_path / "iter_001", labels, first)     # one run from the merged model
+    meta = read_metadata(load_exported(second))
+    assert meta["ensemble_size"] == 4 and "ensemble_runs" not in meta["training"]
+    assert meta["training"]["epochs_run"] == 1
 
 
 def test_lammps_engine_on_two_ranks_halts_and_selects(tmp_path, reference):

@@ -310,7 +310,7 @@ def is_validation(n: int, fraction: float) -> bool:
 # ---------------------------------------------------------------------------------------- steps
 def _train_iteration(cfg: LearnConfig, it: Path, labels: List[Atoms], previous: Optional[Path]) -> Path:
     """Train (k = 0) or fine-tune (k > 0) on all labels; resumes a killed training from its checkpoint."""
-    from .train import train
+    from .train import has_checkpoint, train
 
     run = it / "train"
     if (run / "final.pt").is_file() and (run / "model.pt").is_file():
@@ -326,11 +326,12 @@ def _train_iteration(cfg: LearnConfig, it: Path, labels: List[Atoms], previous: 
     tcfg = dataclasses.replace(cfg.training, train=[str(it / "train.extxyz")],
                                validation=str(it / "validation.extxyz"), output=str(run))
     if previous is not None:
-        tcfg = dataclasses.replace(tcfg, init=str(previous),
+        # fine-tuning continues every member of the previous (possibly merged) model in one run
+        tcfg = dataclasses.replace(tcfg, init=str(previous), ensemble_runs=1,
                                    epochs=cfg.finetune_epochs or tcfg.epochs,
                                    learning_rate=cfg.finetune_learning_rate or tcfg.learning_rate)
     tcfg.validate()
-    train(tcfg, resume=(run / "checkpoint.pt").is_file(), progress=False)
+    train(tcfg, resume=has_checkpoint(run, tcfg.ensemble_runs), progress=False)
     return run / "model.pt"
 
 

@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if not (resume and (holdout / "final.pt").is_file()):    # killed in the refit pass: keep the holdout run
         _train_pass(cfg, holdout, train_frames, val_frames, resume, progress)
         resume = False
-    return _train_pass(cfg, run, train_frames + val_frames, [], resume and _checkpointed(run, cfg.ensemble_runs),
+    return _train_pass(cfg, run, train_frames + val_frames, [], resume and has_checkpoint(run, cfg.ensemble_runs),
                        progress, holdout=load_run(holdout)[1])
 
 
@@ -267,7 +267,7 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
 
     run.mkdir(parents=True, exist_ok=True)
     R = cfg.ensemble_runs
-    if resume and not _checkpointed(run, R):
+    if resume and not has_checkpoint(run, R):
         raise FileNotFoundError(f"--resume: no checkpoint at '{part_dir(run, 0, R) / 'checkpoint.pt'}'; "
                                 "start without --resume")
 
@@ -319,7 +319,8 @@ def part_dir(run: Path, k: int, runs: int) -> Path:
     return run if runs == 1 else run / f"part{k}"
 
 
-def _checkpointed(run: Path, runs: int) -> bool:
+def has_checkpoint(run: Path, runs: int) -> bool:
+    """Whether a pass in `run` trained as `runs` ensemble runs has a checkpoint to resume from."""
     return any((part_dir(run, k, runs) / "checkpoint.pt").is_file() for k in range(runs))
 
 
