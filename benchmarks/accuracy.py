@@ -72,6 +72,8 @@ def main() -> None:
         wall = sum(load_run(r)[1]["training"]["wall_time_s"] for r in passes)
         report = evaluate(str(run / "model.pt"), str(DATA / el / "test.extxyz"),
                           plots=str(out / f"accuracy_{el}_plots"))
+        # the exported (holdout-pass) ensemble's own final validation errors, eV/atom and eV/A
+        report["validation_errors"] = load_run(passes[0])[1]["training"].get("validation_errors")
         report.update({"element": el, "train_wall_time_min": wall / 60, "config": args.config,
                        "command": f"python benchmarks/accuracy.py --elements {el} --config {args.config}"
                                   + (f" --time-budget {args.time_budget}" if args.time_budget else "")
