@@ -63,7 +63,8 @@ def main() -> None:
         cfg = load_train_config(args.config, {"train": [str(DATA / "train.extxyz")],
                                               "output": str(out / "runs" / f"ensemble_{kind}"),
                                               "time_budget_min": args.minutes, "epochs": args.epochs,
-                                              "model.shared_descriptor": shared, "refit": False})
+                                              "model.shared_descriptor": shared, "refit": False,
+                                              "ensemble_runs": 1})   # both kinds as one run of M members
         run = train(cfg, progress=False)
         report = evaluate(str(run / "model.pt"), str(DATA / "test.extxyz"))
         results[kind] = {**report["all"], **time_model(run / "model.pt")}
