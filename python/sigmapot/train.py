@@ -8,6 +8,7 @@ Run directory layout (all files written atomically, write-then-rename):
                     what `sigmapot export` reads
   model.pt          exported TorchScript file (float64)
   metrics.csv       one row per epoch
+With `ensemble_runs` R > 1, checkpoint.pt, best.pt and metrics.csv are per run, in RUN/part0 .. part{R-1}.
 """
 from __future__ import annotations
 
@@ -291,7 +292,6 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
         epochs.append(loop.epoch)
         elapsed += loop.elapsed
     final = parts[0] if R == 1 else merge_members(parts)
-    val_graphs = [to_graph(f, final.elements, final.cutoff) for f in val_frames]
 
     if holdout is None:
         calibrated = calibrate_model(final, val_frames, coverage=cfg.coverage)
@@ -304,7 +304,8 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
                 "config_type_weights": {f.config_type: round(w, 6) for f, w in zip(train_frames, weights)}}
     if R > 1:
         training["ensemble_runs"] = R
-    if val_graphs:   # the exported ensemble's own errors (the metrics.csv rows are each part's)
+    if val_frames:   # the exported ensemble's own errors (metrics.csv logs each run's members only)
+        val_graphs = [to_graph(f, final.elements, final.cutoff) for f in val_frames]
         training["validation_errors"] = {k: round(v, 8) for k, v in evaluate_graphs(final, val_graphs).items()}
     meta = {"training_data": summary, "calibration": calibrated, "training": training}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
