@@ -92,9 +92,9 @@ class TrainConfig:
     refit: bool = False
     # Train the ensemble as this many independent runs of ensemble_size / ensemble_runs members each (seeds
     # seed, seed + 1, ...: their own initial weights and batch order; same frames and validation split),
-    # merged into one model before calibration.  Members of one run share every batch; members of
-    # different runs disagree more where the data is thin (benchmarks/README.md, "Session 19").  Each run
-    # gets time_budget_min / ensemble_runs.
+    # merged into one model before calibration.  Members of one run share every batch, members of
+    # different runs do not.  Each run gets time_budget_min / ensemble_runs.  Off (1) in the full recipe:
+    # mixed on validation (benchmarks/README.md, "Session 19").
     ensemble_runs: int = 1
     patience: int = 50
     ema_decay: float = 0.99
