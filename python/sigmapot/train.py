@@ -277,15 +277,27 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
                "validation": summarize(val_frames) if holdout is None else holdout["training_data"]["validation"]}
     with open(run / "config.yaml", "w") as fh:
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
+    part_cfgs = [cfg] if R == 1 else [dataclasses.replace(
+        cfg, seed=cfg.seed + k, model=dataclasses.replace(cfg.model, ensemble_size=cfg.model.ensemble_size // R),
+        time_budget_min=None if cfg.time_budget_min is None else cfg.time_budget_min / R) for k in range(R)]
+    models = [load_for_finetuning(cfg.init) if cfg.init else build_model(c, train_frames) for c in part_cfgs]
+    elements, cutoff = models[0].elements, models[0].cutoff       # the same for every run
+    train_symbols = {s for f in train_frames for s in f.symbols}
+    unknown = sorted({s for f in val_frames for s in f.symbols} - set(elements))
+    if unknown or not train_symbols <= set(elements):
+        raise DataError(f"validation or training data has element(s) "
+                        f"{sorted((train_symbols | set(unknown)) - set(elements))} that the model "
+                        f"({elements}) lacks; add them to model.elements")
     weights = frame_weights(train_frames, cfg.config_type_weights)
+    # neighbour lists once for all runs
+    train_graphs = [dataclasses.replace(to_graph(f, elements, cutoff), weight=w)
+                    for f, w in zip(train_frames, weights)]
+    val_graphs = [to_graph(f, elements, cutoff) for f in val_frames]
     parts, epochs, elapsed = [], [], 0.0
-    for k in range(R):
-        part_cfg = cfg if R == 1 else dataclasses.replace(
-            cfg, seed=cfg.seed + k, model=dataclasses.replace(cfg.model, ensemble_size=cfg.model.ensemble_size // R),
-            time_budget_min=None if cfg.time_budget_min is None else cfg.time_budget_min / R)
+    for k, (part_cfg, model) in enumerate(zip(part_cfgs, models)):
         directory = part_dir(run, k, R)
         directory.mkdir(exist_ok=True)
-        final, loop = _fit_members(part_cfg, directory, train_frames, weights, val_frames,
+        final, loop = _fit_members(part_cfg, directory, model, train_graphs, val_graphs,
                                    resume and (directory / "checkpoint.pt").is_file(), progress,
                                    desc="train" if R == 1 else f"train {k + 1}/{R}")
         parts.append(final)
@@ -304,8 +316,7 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
                 "config_type_weights": {f.config_type: round(w, 6) for f, w in zip(train_frames, weights)}}
     if R > 1:
         training["ensemble_runs"] = R
-    if val_frames:   # the exported ensemble's own errors (metrics.csv logs each run's members only)
-        val_graphs = [to_graph(f, final.elements, final.cutoff) for f in val_frames]
+    if val_graphs:   # the exported ensemble's own errors (metrics.csv logs each run's members only)
         training["validation_errors"] = {k: round(v, 8) for k, v in evaluate_graphs(final, val_graphs).items()}
     meta = {"training_data": summary, "calibration": calibrated, "training": training}
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
@@ -325,25 +336,12 @@ def has_checkpoint(run: Path, runs: int) -> bool:
     return any((part_dir(run, k, runs) / "checkpoint.pt").is_file() for k in range(runs))
 
 
-def _fit_members(cfg: TrainConfig, run: Path, train_frames: List[Frame], weights: List[float],
-                 val_frames: List[Frame], resume: bool, progress: bool, desc: str) -> Tuple[SigmaModel, "_Loop"]:
-    """Train one ensemble of cfg.model.ensemble_size members (stage 1, optional stage 2) in `run`; returns
-    its final, uncalibrated weights and the finished loop (epochs, elapsed time)."""
+def _fit_members(cfg: TrainConfig, run: Path, model: SigmaModel, train_graphs: List[Graph],
+                 val_graphs: List[Graph], resume: bool, progress: bool, desc: str) -> Tuple[SigmaModel, "_Loop"]:
+    """Train `model`, one ensemble of cfg.model.ensemble_size members (stage 1, optional stage 2), in `run`;
+    returns its final, uncalibrated weights and the finished loop (epochs, elapsed time)."""
     torch.manual_seed(cfg.seed)
     ckpt_path = run / "checkpoint.pt"
-    if cfg.init:
-        model = load_for_finetuning(cfg.init)
-    else:
-        model = build_model(cfg, train_frames)
-    train_symbols = {s for f in train_frames for s in f.symbols}
-    unknown = sorted({s for f in val_frames for s in f.symbols} - set(model.elements))
-    if unknown or not train_symbols <= set(model.elements):
-        raise DataError(f"validation or training data has element(s) "
-                        f"{sorted((train_symbols | set(unknown)) - set(model.elements))} that the model "
-                        f"({model.elements}) lacks; add them to model.elements")
-    train_graphs = [dataclasses.replace(to_graph(f, model.elements, model.cutoff), weight=w)
-                    for f, w in zip(train_frames, weights)]
-    val_graphs = [to_graph(f, model.elements, model.cutoff) for f in val_frames]
     if not cfg.init:
         fit_statistics(model, train_graphs)
 
