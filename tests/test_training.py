@@ -16,8 +16,8 @@ from sigmapot.calibrate import calibrate_model
 from sigmapot.config import ConfigError, ModelConfig, load_train_config
 from sigmapot.data import DataError, collate, read_frames, to_graph
 from sigmapot.model import SigmaModel
-from sigmapot.train import (frame_weights, load_run, make_optimizer, member_losses, merge_members,
-                            model_config_of, predict, train)
+from sigmapot.train import (feature_statistics, fit_statistics, frame_weights, load_run, make_optimizer,
+                            member_losses, merge_members, model_config_of, predict, train)
 
 SMALL = {"epochs": 3, "batch_size": 4, "max_frames": 24, "threads": 1, "model.num_channels": 6,
          "model.hidden": [16, 16], "model.cutoff": 4.0, "validation_fraction": 0.25}
@@ -83,6 +83,28 @@ def test_l1_energy_term_is_the_mean_absolute_error_per_atom(si_data, tmp_path):
     without_energy = member_losses(pred, batch, cfg, 0.0)
     torch.testing.assert_close(member_losses(pred, batch, cfg, 2.0, "l1"), without_energy + 2.0 * de.abs().mean(1))
     torch.testing.assert_close(member_losses(pred, batch, cfg, 2.0), without_energy + 2.0 * de.square().mean(1))
+
+
+def test_feature_statistics_cover_every_frame_in_any_order(si_data):
+    """The descriptor statistics are those of every training atom (not of the first frames of the file),
+    merged chunk by chunk: the same in any frame order and for any chunk size."""
+    frames = read_frames(si_data / "train.extxyz")[:70]    # Vacancy frames, then Surface ones
+    model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8], cutoff=4.0), seed=0)
+    graphs = [to_graph(f, model.elements, model.cutoff) for f in frames]
+    fit_statistics(model, graphs)
+    fitted_mean, fitted_std = model.feature_mean.clone(), model.feature_std.clone()
+    every = collate(graphs)
+    with torch.no_grad():
+        model.feature_mean.zero_()
+        model.feature_std.fill_(1.0)
+        x = model.descriptors(every.species, every.center, every.neighbor, every.vec.unsqueeze(0),
+                              every.species.shape[0])
+    torch.testing.assert_close(fitted_mean, x.mean(1, keepdim=True), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(fitted_std, x.std(1, keepdim=True).clamp(min=1e-6), atol=1e-10, rtol=1e-10)
+    for order, chunk in ((graphs[::-1], 32), (graphs, 5), (graphs, 1000)):
+        mean, std = feature_statistics(model, order, chunk=chunk)
+        torch.testing.assert_close(mean, x.mean(1, keepdim=True), atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(std, x.std(1, keepdim=True), atol=1e-10, rtol=1e-10)
 
 
 def test_frame_weights_balance_config_types_and_scale_every_loss_term(si_data):

@@ -109,7 +109,8 @@ def batches(graphs: Sequence[Graph], size: int, seed: Optional[int]) -> List[Bat
 
 @torch.no_grad()
 def fit_statistics(model: SigmaModel, graphs: Sequence[Graph]) -> None:
-    """Reference energies (least squares), energy scale (force RMS), neighbour count, feature stats."""
+    """Reference energies (least squares), energy scale (force RMS), neighbour count, feature statistics
+    (over every atom of `graphs`)."""
     Z = model.num_elements
     counts = np.zeros((len(graphs), Z))
     for k, g in enumerate(graphs):
@@ -122,13 +123,31 @@ def fit_statistics(model: SigmaModel, graphs: Sequence[Graph]) -> None:
     n_edges = sum(g.center.numel() for g in graphs)
     n_atoms = sum(g.natoms for g in graphs)
     model.avg_num_neighbors.fill_(max(n_edges / n_atoms, 1.0))
-    sample = collate(list(graphs[: min(len(graphs), 64)]))
+    mean, std = feature_statistics(model, graphs)
+    model.feature_mean.copy_(mean)
+    model.feature_std.copy_(std.clamp(min=1e-6))
+
+
+@torch.no_grad()
+def feature_statistics(model: SigmaModel, graphs: Sequence[Graph], chunk: int = 32) -> Tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+    """Mean and standard deviation (unbiased) of the raw descriptors over every atom of `graphs`, each
+    (Md, 1, F).  Chunks of `chunk` frames are merged by the pairwise update of Chan et al., so memory is
+    that of one chunk whatever the data size and the result does not depend on the order of the frames
+    (to round-off).  Resets the model's feature statistics to the identity."""
     model.feature_mean.zero_()
     model.feature_std.fill_(1.0)
-    x = model.descriptors(sample.species, sample.center, sample.neighbor, sample.vec.unsqueeze(0),
-                          sample.species.shape[0])
-    model.feature_mean.copy_(x.mean(1, keepdim=True))
-    model.feature_std.copy_(x.std(1, keepdim=True).clamp(min=1e-6))
+    count, mean, m2 = 0, torch.zeros_like(model.feature_mean), torch.zeros_like(model.feature_mean)
+    for start in range(0, len(graphs), chunk):
+        b = collate(list(graphs[start:start + chunk]))
+        x = model.descriptors(b.species, b.center, b.neighbor, b.vec.unsqueeze(0), b.species.shape[0])
+        n = x.shape[1]
+        chunk_mean = x.mean(1, keepdim=True)
+        delta = chunk_mean - mean
+        m2 += (x - chunk_mean).square().sum(1, keepdim=True) + delta.square() * (count * n / (count + n))
+        mean += delta * (n / (count + n))
+        count += n
+    return mean, (m2 / max(count - 1, 1)).sqrt()
 
 
 @torch.no_grad()
