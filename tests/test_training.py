@@ -88,7 +88,7 @@ def test_l1_energy_term_is_the_mean_absolute_error_per_atom(si_data, tmp_path):
 def test_feature_statistics_cover_every_frame_in_any_order(si_data):
     """The descriptor statistics are those of every training atom (not of the first frames of the file),
     merged chunk by chunk: the same in any frame order and for any chunk size."""
-    frames = read_frames(si_data / "train.extxyz")[:70]    # Vacancy frames, then Surface ones
+    frames = read_frames(si_data / "train.extxyz")[:70]    # 57 Vacancy, 12 Surface, 1 AIMD-NVT frame
     model = SigmaModel(ModelConfig(elements=["Si"], num_channels=4, hidden=[8], cutoff=4.0), seed=0)
     graphs = [to_graph(f, model.elements, model.cutoff) for f in frames]
     fit_statistics(model, graphs)
