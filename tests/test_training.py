@@ -173,6 +173,18 @@ def test_time_budget_ends_stage1_early_and_still_runs_stage2(si_data, tmp_path):
     assert [(row["epoch"], row["stage"]) for row in rows(run)] == [("1", "1"), ("2", "2")]
 
 
+@pytest.mark.parametrize("budget_min", [None, 30.0], ids=["epochs", "time-budget"])
+def test_progress_bar_counts_epochs_or_the_time_budget(si_data, tmp_path, capsys, budget_min):
+    # with a budget the bar's end is the budget (a 5-min run must not show a 20-min epoch-count ETA)
+    train(config(si_data, tmp_path / "run", epochs=2, time_budget_min=budget_min), progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    if budget_min is None:
+        assert "2/2" in bar and "budget" not in bar
+    else:
+        assert "of 30:00 budget, epoch 2/2, stage=1" in bar
+        assert bar.split("%")[0].split()[-1] == "0"      # 2 short epochs spend ~0 % of 30 min
+
+
 @pytest.mark.parametrize("killed_at", [2, 3], ids=["entering-stage-2", "inside-stage-2"])
 def test_resume_across_and_inside_stage2_gives_the_uninterrupted_model(si_data, tmp_path, monkeypatch,
                                                                      killed_at):

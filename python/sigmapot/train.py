@@ -409,8 +409,15 @@ class _Loop:
         self.cfg, self.run, self.model, self.ema = cfg, run, model, ema
         self.train_graphs, self.val_graphs = train_graphs, val_graphs
         self.epoch, self.elapsed = 0, 0.0
-        self.bar = tqdm(total=cfg.epochs + cfg.stage2_epochs, disable=not progress, desc=desc,
-                        unit="epoch")
+        self.total_epochs = cfg.epochs + cfg.stage2_epochs
+        # With a time budget the bar runs on time, so its end is the budget, not an epoch-count ETA.
+        self.budget = None if cfg.time_budget_min is None else 60.0 * cfg.time_budget_min
+        if self.budget is None:
+            self.bar = tqdm(total=self.total_epochs, disable=not progress, desc=desc, unit="epoch")
+        else:
+            # tqdm puts ", " before a postfix: the status goes in the description field instead
+            self.bar = tqdm(total=self.budget, disable=not progress,
+                            bar_format=desc + ": {percentage:3.0f}%|{bar}| {desc}")
 
     def close(self) -> None:
         self.bar.close()
@@ -439,9 +446,8 @@ class _Loop:
             self.epoch, self.elapsed = state["epoch"], state["elapsed"]
         elif number == 2:                 # so that a kill before stage 2's first epoch resumes here
             self._checkpoint(optimizer, scheduler, number, start, best, since_best)
-        self.bar.n = self.epoch
-        self.bar.refresh()
-        budget = math.inf if cfg.time_budget_min is None else 60 * cfg.time_budget_min
+        self._show_progress()
+        budget = math.inf if self.budget is None else self.budget
         t0 = time.time() - self.elapsed
         for epoch in range(self.epoch, start + epochs):
             loss = self._train_epoch(optimizer, energy_weight, epoch, energy_loss)
@@ -463,9 +469,8 @@ class _Loop:
                 csv.writer(fh).writerow([self.epoch, lr, loss, 1000 * val["energy_mae"], val["force_mae"],
                                          val["force_rmse"], score, round(self.elapsed, 2), number])
             self._checkpoint(optimizer, scheduler, number, start, best, since_best)
-            self.bar.update(1)
-            self.bar.set_postfix(stage=number, loss=f"{loss:.3g}", E_meV=f"{1000 * val['energy_mae']:.2f}",
-                                 F=f"{val['force_mae']:.4f}", lr=f"{lr:.1e}")
+            self._show_progress(f"epoch {self.epoch}/{self.total_epochs}, stage={number}, loss={loss:.3g}, "
+                                f"E_meV={1000 * val['energy_mae']:.2f}, F={val['force_mae']:.4f}, lr={lr:.1e}")
             lr_spent = plateau and optimizer.param_groups[0]["lr"] < cfg.min_learning_rate
             if number == 1 and (since_best >= cfg.patience or lr_spent):
                 break
@@ -473,6 +478,16 @@ class _Loop:
             reserve = cfg.stage2_epochs * self.elapsed / self.epoch if number == 1 else 0.0
             if self.elapsed + reserve > budget:
                 break
+
+    def _show_progress(self, status: str = "") -> None:
+        if self.budget is None:
+            self.bar.n = self.epoch
+            self.bar.set_postfix_str(status)
+        else:
+            self.bar.n = min(self.elapsed, self.budget)
+            fmt = self.bar.format_interval
+            spent = f"{fmt(self.elapsed)} of {fmt(self.budget)} budget"
+            self.bar.set_description_str(f"{spent}, {status}" if status else spent)
 
     def _checkpoint(self, optimizer, scheduler, number: int, start: int, best: float, since_best: int) -> None:
         save_atomic({"model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
