@@ -11,11 +11,13 @@ export LD_LIBRARY_PATH := $(CURDIR)/$(VENV)/lib:$(LD_LIBRARY_PATH)
 install: $(STAMP) plugin
 
 # torch is pinned to the local CPU build first: any other spec pulls several GB of CUDA wheels.
+# The editable install runs no CMake (pyproject.toml): `make plugin` builds into python/sigmapot/lib.
+# Users' `pip install '.[lammps]'` builds a wheel with the plugin inside instead (README, Install).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[lammps,test]"
+	$(BIN)/pip install -q torch==2.13.0 "scikit-build-core>=0.11"
+	$(BIN)/pip install -q --no-build-isolation -e ".[lammps,test]"
 	touch $(STAMP)
 
 plugin: $(STAMP)
@@ -48,4 +50,4 @@ learn-demo: install
 	$(BIN)/sigmapot learn examples/configs/learn.yaml
 
 clean:
-	rm -rf build runs python/sigmapot/lib build-plugin.log
+	rm -rf build dist runs python/sigmapot/lib build-plugin.log
