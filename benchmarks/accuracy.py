@@ -15,8 +15,8 @@ reported training time is both passes', the saved metrics.csv the holdout pass's
 The mlearn AIMD-NVT and Vacancy frames carry shear stresses in another order than their labels say (yz
 and xz exchanged; `sigmapot evaluate` flags it, docs/accuracy.md), so by default every frame's stress
 enters the loss with those two groups' shear components read in the order that fits
-(`stress_shear_order`; the recipe since session 16, benchmarks/README.md). `--stress-config-types Elastic
-Surface --stress-shear-order none` is the recipe before it (only the groups labelled right). The
+(`stress_shear_order`, as the recipe does). `--stress-config-types Elastic Surface
+--stress-shear-order none` trains on the groups labelled right only (an earlier recipe). The
 stress-convention check of the trained model on the training file (as labelled) is saved with the results.
 """
 from __future__ import annotations

@@ -41,7 +41,7 @@ struct SigmapotModel {
 
 static constexpr int SIGMAPOT_FORMAT_VERSION = 2;  // 2: forward() takes with_virial
 // 1024 atoms keep a chunk's float32 work arrays in the shared L3 cache: measured faster than 8192 on one
-// rank and scaling 1 -> 2 ranks at 0.99 instead of 0.75 (benchmarks/README.md)
+// rank and scaling 1 -> 2 ranks at 0.99 instead of 0.75 (docs/experiments.md)
 static constexpr int DEFAULT_CHUNK = 1024;
 
 // text of a torch exception without the C++ backtrace and without leading blank lines (some torch
@@ -62,7 +62,7 @@ static std::string torch_message(const std::exception &e)
    keep freed heap memory in the process: every model call allocates and frees megabytes of work
    tensors, and glibc's default thresholds hand them back to the kernel and page-fault them in again
    (about 9,000 page faults per MD step of 2,000 atoms, 100-230 with these settings; steps 2-28 % faster
-   in six alternating runs, benchmarks/README.md).  Peak memory is unchanged: the kept memory is reused
+   in six alternating runs, docs/experiments.md).  Peak memory is unchanged: the kept memory is reused
    by the next call.  The ASE calculator applies the same values (python/sigmapot/heap.py).
 ------------------------------------------------------------------------- */
 

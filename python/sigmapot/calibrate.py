@@ -79,8 +79,8 @@ def energy_scale(raw: np.ndarray, err: np.ndarray, coverage: float) -> float:
     the split-conformal share of the frames' total-energy errors.
 
     There is one error per frame, about 20 of them in a 10 % validation split, so a Gaussian fit (the
-    RMS of |err| / raw, used until session 10) is set by the worst frame: on mlearn Si one validation
-    frame at 3.9 sigma made every other interval about twice too wide (benchmarks/README.md)."""
+    RMS of |err| / raw, the former rule) is set by the worst frame: on mlearn Si one validation
+    frame at 3.9 sigma made every other interval about twice too wide (docs/experiments.md)."""
     return conformal_quantile(np.abs(err) / np.maximum(raw, 1e-12), coverage) / normal_half_width(coverage)
 
 

@@ -83,7 +83,7 @@ class TrainConfig:
     stage2_energy_weight: Optional[float] = None
     stage2_learning_rate: Optional[float] = None
     # "mse" or "l1": the stage-2 energy term as a squared or an absolute error of the energy per atom
-    # (l1 matches the MAE the benchmark reports; screened in benchmarks/README.md, "Session 13").  The
+    # (l1 matches the MAE the benchmark reports; measured in docs/experiments.md).  The
     # logged val_score keeps its squared form, stage2_energy_weight x RMSE_E^2 + force term.
     stage2_energy_loss: str = "mse"
     # After the run, train the same recipe again on the training + validation frames and export that model
@@ -94,7 +94,7 @@ class TrainConfig:
     # seed, seed + 1, ...: their own initial weights and batch order; same frames and validation split),
     # merged into one model before calibration.  Members of one run share every batch, members of
     # different runs do not.  Each run gets time_budget_min / ensemble_runs.  Off (1) in the full recipe:
-    # mixed on validation (benchmarks/README.md, "Session 19").
+    # mixed on validation (docs/experiments.md).
     ensemble_runs: int = 1
     patience: int = 50
     ema_decay: float = 0.99

@@ -31,7 +31,7 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
     # Frozen parameters: forces need gradients w.r.t. the edge vectors only, and parameters that
     # require grad make autograd record and keep every weight product (mean-force calls
-    # 5-11 % slower in alternating runs, benchmarks/README.md).
+    # 5-11 % slower in alternating runs, docs/experiments.md).
     exported = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
     exported.dtype_name = "float64" if dtype == torch.float64 else "float32"
     meta = {

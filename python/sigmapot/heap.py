@@ -2,8 +2,8 @@
 
 Every model call allocates and frees megabytes of work tensors.  With glibc's defaults the larger ones
 are mmap'ed and handed back to the kernel when freed, so the next call page-faults them in again; with
-these settings they are reused from the heap (benchmarks/README.md, "Session 6 optimisations" for
-LAMMPS, "Session 12" for the ASE calculator).  Other C libraries are left alone.
+these settings they are reused from the heap (measured for LAMMPS and for the ASE calculator:
+docs/experiments.md, 2026-12-01 and 2026-12-02).  Other C libraries are left alone.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ per neighbour element).  Rotation invariants of body order 2..5 are contracted f
 (A0, A1.A1', A2:A2', A3:A3', A1.A2'.A1, tr(A2 A2' A2), A1.(A3':A2), A1.A2A2.A1, |A3':A2|^2, tr(A2^4);
 a prime marks a learnable channel mix) and fed, with the centre's element, to a per-member MLP that
 gives the atomic energy.  The three body-order-5 terms reuse products the others already form; they
-cut the Si test energy error by 10 % at unchanged force error (benchmarks/README.md).
+cut the Si test energy error by 10 % at unchanged force error (docs/experiments.md).
 
 All members are held as batched parameters with a leading member dimension, so one call evaluates the
 whole ensemble with a few batched matrix products.  Forces, virials and per-member forces come from
@@ -228,7 +228,7 @@ class SigmaModel(nn.Module):
         Component-major layout: each Cartesian component is one contiguous (n, K) block, so the
         rank blocks are free views, the gathers along the component axis copy whole blocks and every
         product is a long vectorised pass (faster than (M', n, 20, K), also in the double backward of
-        training: benchmarks/README.md).  Symmetric tensors stay compact (6 and 10 components,
+        training: docs/experiments.md).  Symmetric tensors stay compact (6 and 10 components,
         contracted with multinomial weights).
         """
         K = self.num_channels

@@ -91,7 +91,7 @@ def make_optimizer(model: SigmaModel, learning_rate: float, weight_decay: float)
 
     The radial weights and channel mixes define the descriptor (the mixes start at the identity, which a
     decay towards zero would pull away from), so only the readout is decayed. The full recipe leaves it at
-    0: at 0.005 it slowed the force fit (benchmarks/README.md, "Accuracy, session 8"); a narrower readout
+    0: at 0.005 it slowed the force fit (docs/experiments.md, "Readout 32×32"); a narrower readout
     is what stopped the late force overfitting.
     """
     readout = [p for name, p in model.named_parameters() if name.startswith("mlp.")]
