@@ -3,6 +3,7 @@
    virials, ensemble spread, calibration) is inside the model file. */
 
 #include "pair_sigmapot.h"
+#include "sigmapot_ops.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -39,7 +40,10 @@ struct SigmapotModel {
 };
 }    // namespace LAMMPS_NS
 
-static constexpr int SIGMAPOT_FORMAT_VERSION = 2;  // 2: forward() takes with_virial
+// model file formats read (sigmapot.model.FORMAT_VERSION): 2: forward() takes with_virial; 3: may call
+// the compiled operators of libsigmapot_ops.so, which this plugin links
+static constexpr int SIGMAPOT_FORMAT_VERSION = 3;
+static constexpr int SIGMAPOT_MIN_FORMAT_VERSION = 2;
 // 1024 atoms keep a chunk's float32 work arrays in the shared L3 cache: measured faster than 8192 on one
 // rank and scaling 1 -> 2 ranks at 0.99 instead of 0.75 (docs/experiments.md)
 static constexpr int DEFAULT_CHUNK = 1024;
@@ -251,11 +255,11 @@ void PairSigmapot::load_model(const std::string &path)
             "model format_version {} is not supported by this plugin (supports {}); "
             "update and rebuild the sigmapot plugin",
             fv, SIGMAPOT_FORMAT_VERSION));
-      if (fv < SIGMAPOT_FORMAT_VERSION)
+      if (fv < SIGMAPOT_MIN_FORMAT_VERSION)
         throw std::runtime_error(fmt::format(
-            "model format_version {} is older than this plugin's ({}); export the model again "
-            "from its run with 'sigmapot export RUN_DIR -o model.pt'",
-            fv, SIGMAPOT_FORMAT_VERSION));
+            "model format_version {} is older than this plugin reads ({}..{}); export the model "
+            "again from its run with 'sigmapot export RUN_DIR -o model.pt'",
+            fv, SIGMAPOT_MIN_FORMAT_VERSION, SIGMAPOT_FORMAT_VERSION));
       for (const auto &e : mod.attr("elements").toListRef()) els.push_back(e.toStringRef());
       rc = mod.attr("cutoff").toDouble();
       nm = (int) mod.attr("ensemble_size").toInt();
@@ -346,10 +350,12 @@ void PairSigmapot::coeff(int narg, char **arg)
   if (comm->me == 0)
     utils::logmesg(lmp,
                    "sigmapot: model {} | elements {} | cutoff {} A | {} ensemble members | {} on {} | "
-                   "chunk {} atoms | {} torch thread(s) per rank | uncertainty every {} steps{}\n",
+                   "chunk {} atoms | {} torch thread(s) per rank | uncertainty every {} steps{} | "
+                   "operators v{}\n",
                    model_path, utils::join_words(elements, " "), cutoff, nmembers,
                    model->dtype == torch::kFloat64 ? "float64" : "float32", device_name, chunk_size,
-                   nthreads, unc_every, unc_every ? "" : " (0: only when requested)");
+                   nthreads, unc_every, unc_every ? "" : " (0: only when requested)",
+                   sigmapot_ops_version());
 }
 
 /* ---------------------------------------------------------------------- */

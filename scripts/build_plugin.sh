@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the sigmapot LAMMPS plugin into build/plugin/ and copy it to python/sigmapot/lib/sigmapotplugin.so.
+# Build the sigmapot LAMMPS plugin and the compiled operators into build/plugin/ and copy them to
+# python/sigmapot/lib/ (sigmapotplugin.so, libsigmapot_ops.so).
 # Usage: scripts/build_plugin.sh [extra cmake -D options]   (env: PYTHON, BUILD_DIR, JOBS, BUILD_TYPE)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,5 +21,5 @@ cmake -S "$ROOT" -B "$BUILD_DIR" "${GEN[@]}" \
   -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "$@"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 mkdir -p "$ROOT/python/sigmapot/lib"
-cp -f "$BUILD_DIR/sigmapotplugin.so" "$ROOT/python/sigmapot/lib/sigmapotplugin.so"
+cp -f "$BUILD_DIR/sigmapotplugin.so" "$BUILD_DIR/libsigmapot_ops.so" "$ROOT/python/sigmapot/lib/"
 echo "sigmapot plugin: $ROOT/python/sigmapot/lib/sigmapotplugin.so"

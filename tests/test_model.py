@@ -1,6 +1,9 @@
 """Physics of the model: autograd forces/stress vs finite differences, invariances, smoothness, export."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -106,7 +109,8 @@ def test_exported_file_equals_in_memory_model(sige_model, model_file):
     i, j, vec = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, sige_model.cutoff)
     species = torch.tensor([sige_model.elements.index(s) for s in atoms.get_chemical_symbols()])
     args = (species, torch.from_numpy(np.stack([i, j])), torch.from_numpy(vec), len(atoms), True)
-    ref = sige_model(*args)
+    ref = sige_model(*args)                    # the PyTorch invariants (training's path)
+    assert load_exported(model_file).use_ops   # the file's: the compiled operator (sigmapot.ops)
     out = load_exported(model_file)(*args)
     assert set(ref) == set(out)
     for key in ref:
@@ -119,6 +123,61 @@ def test_exported_file_equals_in_memory_model(sige_model, model_file):
     # frozen weights (autograd records no weight products) and the trained model left trainable
     assert not any(p.requires_grad for p in load_exported(model_file).parameters())
     assert all(p.requires_grad for p in sige_model.parameters())
+
+
+@pytest.mark.parametrize("elements", [["Si", "Ge"], ["Si"]])
+def test_forces_equal_the_autograd_reference(elements, model_file, tmp_path):
+    """The model's closed-form edge gradients (and, in the exported file, the compiled invariants)
+    against autograd through the whole model w.r.t. per-member edge vectors, as training computes them:
+    per-member and mean forces and virials, float64, to 1e-10 eV/A."""
+    from conftest import small_model
+    from sigmapot.model import edge_forces, edge_virials
+    model = small_model(elements)
+    exported = load_exported(export_model(model, tmp_path / "m.pt"))
+    atoms = rattled_sige(4)
+    if elements == ["Si"]:
+        atoms.set_chemical_symbols(["Si"] * len(atoms))
+    i, j, vec = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    species = torch.tensor([model.elements.index(s) for s in atoms.get_chemical_symbols()])
+    edges, edge_vec, n = torch.from_numpy(np.stack([i, j])), torch.from_numpy(vec), len(atoms)
+    copies = edge_vec.unsqueeze(0).expand(model.ensemble_size, -1, -1).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.atomic_energies(species, edges[0], edges[1], copies, n).sum(), copies)
+    member_forces = edge_forces(grad, edges[0], edges[1], n)
+    virial = edge_virials(edge_vec, grad.mean(0), edges[0], edges[1], n)["virial"]
+    assert member_forces.abs().max() > 0.1
+    for run in (model, exported):
+        out = run(species, edges, edge_vec, n, True)
+        torch.testing.assert_close(out["member_forces"], member_forces, atol=1e-10, rtol=0)
+        torch.testing.assert_close(out["forces"], member_forces.mean(0), atol=1e-10, rtol=0)
+        torch.testing.assert_close(out["virial"], virial, atol=1e-10, rtol=0)
+        lean = run(species, edges, edge_vec, n, False)
+        torch.testing.assert_close(lean["forces"], member_forces.mean(0), atol=1e-10, rtol=0)
+
+
+def test_model_files_without_the_compiled_operators(sige_model, model_file, tmp_path):
+    """Where libsigmapot_ops.so is missing, loading a file that calls it says what to install, and an
+    export falls back to the PyTorch invariants (with a warning) and still loads and agrees."""
+    script = (f"import sigmapot.ops as ops; ops.library_path = lambda: None\n"
+              f"from sigmapot.export import load_exported\nload_exported({str(model_file)!r})")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ModelFileError" in proc.stderr and "compiled operators (libsigmapot_ops.so)" in proc.stderr
+    assert "make plugin" in proc.stderr
+
+    import sigmapot.export as export
+    original = export.load_ops
+    export.load_ops = lambda: False
+    try:
+        with pytest.warns(UserWarning, match="slower PyTorch invariants"):
+            plain = export_model(sige_model, tmp_path / "plain.pt")
+    finally:
+        export.load_ops = original
+    assert not load_exported(plain).use_ops
+    atoms = rattled_sige(6)
+    for name in ("forces", "energy"):
+        a, b = SigmaCalculator(str(plain)), SigmaCalculator(str(model_file))
+        np.testing.assert_allclose(a.get_property(name, atoms.copy()), b.get_property(name, atoms.copy()),
+                                   atol=1e-10, rtol=0)
 
 
 def test_float32_export_agrees_with_float64(sige_model, tmp_path):

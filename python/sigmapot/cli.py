@@ -46,7 +46,8 @@ def _info(args: argparse.Namespace) -> None:
         print(json.dumps(meta, indent=2))
         return
     print(f"sigmapot model {args.model}")
-    for key in ("format_version", "package_version", "elements", "cutoff", "ensemble_size", "dtype", "units"):
+    for key in ("format_version", "package_version", "elements", "cutoff", "ensemble_size", "dtype", "units",
+                "compiled_operators"):
         print(f"  {key:16s} {meta.get(key)}")
     cal = meta.get("calibration")
     if cal:

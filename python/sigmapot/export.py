@@ -15,7 +15,8 @@ from typing import Any, Dict
 import torch
 
 from . import __version__
-from .model import FORMAT_VERSION, SigmaModel
+from .model import FORMAT_VERSION, MIN_FORMAT_VERSION, SigmaModel
+from .ops import load_ops, missing_ops_message
 
 METADATA_FILE = "sigmapot.json"
 
@@ -34,6 +35,9 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
     # 5-11 % slower in alternating runs, docs/experiments.md).
     exported = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
     exported.dtype_name = "float64" if dtype == torch.float64 else "float32"
+    exported.use_ops = load_ops()
+    if not exported.use_ops:
+        warnings.warn(missing_ops_message() + "; exporting with the slower PyTorch invariants")
     meta = {
         "format_version": FORMAT_VERSION,
         "model_kind": "sigmapot",
@@ -44,6 +48,7 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
         "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "virial": "eV"},
         "ensemble_size": exported.ensemble_size,
         "dtype": exported.dtype_name,
+        "compiled_operators": exported.use_ops,
         "outputs": ["energy", "forces", "virial", "centroid_virial", "total_virial", "member_energy",
                     "member_forces", "energy_std", "force_std", "total_energy_std", "force_interval"],
         "hyperparameters": {"num_radial": exported.num_radial, "num_channels": exported.num_channels,
@@ -70,11 +75,14 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModu
     if not path.is_file():
         raise ModelFileError(f"model file '{path}' does not exist; export one with "
                              "'sigmapot export RUN_DIR -o model.pt'")
+    load_ops()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError subclasses for broken archives
+        if "sigmapot::" in str(exc):
+            raise ModelFileError(f"'{path}' calls {missing_ops_message()}") from None
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ModelFileError(f"'{path}' is not a TorchScript archive (truncated or not exported by "
                              f"'sigmapot export'): {reason}") from None
@@ -85,9 +93,9 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModu
     if version > FORMAT_VERSION:
         raise ModelFileError(f"'{path}' has format version {version}, newer than this sigmapot "
                              f"({__version__}, format {FORMAT_VERSION}) understands; upgrade sigmapot")
-    if version < FORMAT_VERSION:
-        raise ModelFileError(f"'{path}' has format version {version}, older than this sigmapot's "
-                             f"({FORMAT_VERSION}); export it again from its run: sigmapot export RUN_DIR -o "
+    if version < MIN_FORMAT_VERSION:
+        raise ModelFileError(f"'{path}' has format version {version}, older than this sigmapot reads "
+                             f"({MIN_FORMAT_VERSION}..{FORMAT_VERSION}); export it again from its run: sigmapot export RUN_DIR -o "
                              "model.pt")
     return module
 

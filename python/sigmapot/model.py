@@ -19,14 +19,17 @@ autograd w.r.t. the edge vectors r_ij (see `forward`), which is what makes one c
 """
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Final, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .config import ModelConfig
 
-FORMAT_VERSION = 2  # of the exported file; 2: forward() takes with_virial
+# Of the exported file; 2: forward() takes with_virial; 3: may call the compiled operators
+# (torch.ops.sigmapot, sigmapot.ops).  Readers accept MIN_FORMAT_VERSION..FORMAT_VERSION.
+FORMAT_VERSION = 3
+MIN_FORMAT_VERSION = 2
 
 # Symmetric Cartesian monomials of a unit vector up to degree 3: column c of `_monomials` is
 # prod_a u_a^{_POWERS[c][a]}.  Moments are accumulated on these 20 columns, then expanded to full
@@ -84,6 +87,39 @@ def bessel_basis(r: torch.Tensor, cutoff: float, num_radial: int, envelope_p: in
     return math.sqrt(2.0 / cutoff) * torch.sin(arg) / r_safe * env.unsqueeze(-1)
 
 
+def bessel_basis_derivative(r: torch.Tensor, cutoff: float, num_radial: int, envelope_p: int) -> torch.Tensor:
+    """d/dr of `bessel_basis`, written out (the analytic force path): (..., num_radial)."""
+    n = torch.arange(1, num_radial + 1, dtype=r.dtype, device=r.device)
+    x = (r / cutoff).clamp(max=1.0)
+    p = float(envelope_p)
+    inside = r < cutoff
+    env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x.pow(p) + p * (p + 2.0) * x.pow(p + 1.0)
+           - p * (p + 1.0) / 2.0 * x.pow(p + 2.0))
+    env = torch.where(inside, env, torch.zeros_like(env))
+    # d env / dr = -p (p+1) (p+2) / (2 rc) x^(p-1) (1-x)^2
+    denv = -p * (p + 1.0) * (p + 2.0) / (2.0 * cutoff) * x.pow(p - 1.0) * (1.0 - x).square()
+    denv = torch.where(inside, denv, torch.zeros_like(denv))
+    r_min = 1e-4 * cutoff
+    r_safe = r.clamp(min=r_min).unsqueeze(-1)
+    k = n * math.pi / cutoff
+    sin, cos = torch.sin(k * r_safe), torch.cos(k * r_safe)
+    dsinc = (k * cos * r_safe - sin) / r_safe.square() * (r >= r_min).to(r.dtype).unsqueeze(-1)
+    return math.sqrt(2.0 / cutoff) * (dsinc * env.unsqueeze(-1) + sin / r_safe * denv.unsqueeze(-1))
+
+
+def _monomial_derivative_table() -> List[List[float]]:
+    """(20, 30) matrix C with dY_c/du_a = sum_d C[c, 10 a + d] Y_d: each monomial's derivative is a
+    monomial of degree <= 2 (the first 10 columns of `_monomials`) times its power."""
+    table = [[0.0] * 30 for _ in _POWERS]
+    for c, powers in enumerate(_POWERS):
+        for a in range(3):
+            if powers[a] > 0:
+                lower = list(powers)
+                lower[a] -= 1
+                table[c][10 * a + _POWERS.index(tuple(lower))] = float(powers[a])
+    return table
+
+
 class SigmaModel(nn.Module):
     """Ensemble of `ensemble_size` independent moment-tensor networks (batched parameters).
 
@@ -103,6 +139,10 @@ class SigmaModel(nn.Module):
     elements: List[str]
     dtype_name: str
     metadata_json: str
+    # Invariants by the fused compiled operator on CPU (sigmapot.ops), set by export when the library is
+    # loaded.  Final: TorchScript compiles only the branch taken, so a file exported without the
+    # operator never names it.  Training keeps the PyTorch path (it needs a double backward).
+    use_ops: Final[bool]
 
     def __init__(self, config: ModelConfig, seed: int = 0):
         super().__init__()
@@ -118,6 +158,7 @@ class SigmaModel(nn.Module):
         self.envelope_p = int(config.envelope_p)
         self.dtype_name = "float64"
         self.metadata_json = "{}"
+        self.use_ops = False
 
         gen = torch.Generator().manual_seed(seed)
         M, K, Z, Nb = self.ensemble_size, self.num_channels, self.num_elements, self.num_radial
@@ -155,6 +196,8 @@ class SigmaModel(nn.Module):
         for name, values in _contraction_tables().items():
             dtype = torch.float64 if name.startswith("weights") else torch.long
             self.register_buffer(name, torch.tensor(values, dtype=dtype))
+        self.register_buffer("monomial_derivative",
+                             torch.tensor(_monomial_derivative_table(), dtype=torch.float64), persistent=False)
 
     # ------------------------------------------------------------------ descriptor and energies
     def _monomials(self, u: torch.Tensor) -> torch.Tensor:
@@ -177,18 +220,30 @@ class SigmaModel(nn.Module):
                       vec: torch.Tensor, n_local: int) -> torch.Tensor:
         """Neighbour sums of the 20 monomials times the radial basis functions, (G, 20 * n_local, B):
         the only part of the model that sees the edges."""
-        G = vec.shape[0]
+        r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
+        flat, width = self._slots(center, n_local)
+        return self._neighbour_sums(phi, ylm, flat, width, n_local)[0]
+
+    def _edge_terms(self, species: torch.Tensor, neighbor: torch.Tensor,
+                    vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Edge lengths r (G, E), directions u (G, E, 3), radial basis (G, E, B) in the block of j's
+        element, and monomials (G, E, 20)."""
         r = torch.linalg.vector_norm(vec, dim=-1)                                 # (G, E)
         u = vec / r.clamp(min=1e-4 * self.cutoff).unsqueeze(-1)
         # 1/avg_num_neighbors folded into the basis keeps the moments O(1) at no extra pass.
         phi = bessel_basis(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
-        if self.num_elements > 1:  # (G, E, Z*Nb): the basis sits in the block of j's element
-            onehot = torch.nn.functional.one_hot(species[neighbor], self.num_elements).to(phi.dtype)
-            phi = (onehot.unsqueeze(-1) * phi.unsqueeze(-2)).flatten(-2)
-        ylm = self._monomials(u)                                                  # (G, E, 20)
+        return r, u, self._element_blocks(phi, species, neighbor), self._monomials(u)
 
-        # Scatter edges into a padded (atom, slot) layout so that the neighbour sums are batched matmuls;
-        # `flat` is each edge's (atom, slot) position, in the caller's edge order.
+    def _element_blocks(self, phi: torch.Tensor, species: torch.Tensor, neighbor: torch.Tensor) -> torch.Tensor:
+        """(G, E, Nb) -> (G, E, Z*Nb): each edge's radial values in the block of its neighbour's element."""
+        if self.num_elements == 1:
+            return phi
+        onehot = torch.nn.functional.one_hot(species[neighbor], self.num_elements).to(phi.dtype)
+        return (onehot.unsqueeze(-1) * phi.unsqueeze(-2)).flatten(-2)
+
+    def _slots(self, center: torch.Tensor, n_local: int) -> Tuple[torch.Tensor, int]:
+        """Each edge's (atom, slot) position in a padded (n_local, width) layout, in the caller's edge
+        order, and the width: the neighbour sums then are batched matmuls."""
         order = torch.argsort(center, stable=True)
         center_sorted = center[order]
         counts = torch.bincount(center_sorted, minlength=n_local)
@@ -197,16 +252,50 @@ class SigmaModel(nn.Module):
         start = torch.cumsum(counts, 0) - counts
         slot = torch.arange(center.numel(), device=center.device) - start[center_sorted]
         flat = torch.empty_like(order).index_copy_(0, order, center_sorted * width + slot)
-        B = phi.shape[-1]
-        phi_pad = phi.new_zeros(G, n_local * width, B).index_copy(1, flat, phi)
-        ylm_pad = ylm.new_zeros(G, n_local * width, 20).index_copy(1, flat, ylm)
+        return flat, width
+
+    def _neighbour_sums(self, phi: torch.Tensor, ylm: torch.Tensor, flat: torch.Tensor, width: int,
+                        n_local: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Basis moments (G, 20 * n_local, B), and the padded basis (G, n, width, B) and monomials
+        (G, n, width, 20) they were summed from."""
+        G, B = phi.shape[0], phi.shape[-1]
+        phi_pad = phi.new_zeros(G, n_local * width, B).index_copy(1, flat, phi).view(G, n_local, width, B)
+        ylm_pad = ylm.new_zeros(G, n_local * width, 20).index_copy(1, flat, ylm).view(G, n_local, width, 20)
         # The radial channel mix is linear, so it commutes with the neighbour sum: sum the monomials
         # against the Nb basis functions first (n, 20, Nb), then mix to K channels with one large matmul.
         # The per-edge (E, K) radial tensor is never formed; the batched sums are K/Nb times smaller.
-        basis_moments = torch.matmul(ylm_pad.view(G, n_local, width, 20).transpose(2, 3),
-                                     phi_pad.view(G, n_local, width, B))          # (G, n, 20, B)
+        basis_moments = torch.matmul(ylm_pad.transpose(2, 3), phi_pad)            # (G, n, 20, B)
         # component-major (G, 20, n, B): see _invariants
-        return basis_moments.transpose(1, 2).reshape(G, 20 * n_local, B)
+        return basis_moments.transpose(1, 2).reshape(G, 20 * n_local, B), phi_pad, ylm_pad
+
+    def _edge_gradients(self, grad: torch.Tensor, species: torch.Tensor, neighbor: torch.Tensor,
+                        vec: torch.Tensor, r: torch.Tensor, u: torch.Tensor, phi_pad: torch.Tensor,
+                        ylm_pad: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """dE/dr_ij (G', E, 3) from grad = dE/d(basis moments) (G', 20 * n, B): the chain rule through
+        the neighbour sums, monomials and radial basis written out, so that no autograd graph is kept
+        over the edges, and all G' (members) in one batched pass."""
+        Gp, B = grad.shape[0], grad.shape[-1]
+        n, width = phi_pad.shape[1], phi_pad.shape[2]
+        g = grad.view(Gp, 20, n, B).transpose(1, 2)                               # (G', n, 20, B)
+        # Everything stays in the padded (atom, slot) layout; only 4 numbers per edge are gathered.
+        # Monomials: dY_c/du_a = sum_d C[c, 10 a + d] Y_d (degree <= 2), folded into g per atom first:
+        # dE/du_a = sum_{d,b} (sum_c C[c, 10 a + d] g[i, c, b]) phi_b(r_ij) Y_d(u_ij).
+        g_deriv = torch.matmul(self.monomial_derivative.t(), g)                   # (G', n, 30, B)
+        t = torch.matmul(phi_pad, g_deriv.transpose(2, 3)).view(Gp, n, width, 3, 10)
+        g_u = (t * ylm_pad[..., :10].unsqueeze(-2)).sum(-1)                       # (G', n, width, 3)
+        # radial basis: dE/d|r_ij| = sum_b (sum_c g[i, c, b] Y_c(u_ij)) dphi_b/dr
+        dphi = bessel_basis_derivative(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
+        dphi = self._element_blocks(dphi, species, neighbor)
+        dphi_pad = dphi.new_zeros(1, n * width, B).index_copy(1, flat, dphi).view(1, n, width, B)
+        g_r = (torch.matmul(ylm_pad, g) * dphi_pad).sum(-1, keepdim=True)        # (G', n, width, 1)
+        per_edge = torch.cat([g_u, g_r], -1).view(Gp, n * width, 4).index_select(1, flat)
+        g_u, g_r = per_edge[..., :3], per_edge[..., 3]                           # (G', E, 3), (G', E)
+        # u = r_ij / max(|r_ij|, r_min), |r_ij|: du/dr_ij = (1 - u u^T) / |r_ij|, d|r_ij|/dr_ij = u
+        r_min = 1e-4 * self.cutoff
+        far = (r >= r_min).unsqueeze(-1)
+        tangential = torch.where(far, g_u - u * (u * g_u).sum(-1, keepdim=True), g_u)
+        return tangential / r.clamp(min=r_min).unsqueeze(-1) + g_r.unsqueeze(-1) * vec / r.clamp(
+            min=1e-30).unsqueeze(-1)
 
     def features(self, basis_moments: torch.Tensor, n_local: int) -> torch.Tensor:
         """Invariant features (M', n_local, 10K) from basis moments (G, 20 * n_local, B)."""
@@ -234,14 +323,30 @@ class SigmaModel(nn.Module):
         K = self.num_channels
         Mm, n = moments.shape[0], moments.shape[2]
         # split (not slicing): its backward is one cat instead of a zero-filled copy per slice
-        a0, a1, a2, a3 = moments.split([1, 3, 6, 10], dim=1)
-        a0 = a0.squeeze(1)
+        _, a1, a2, a3 = moments.split([1, 3, 6, 10], dim=1)
         mix = self.channel_mix
         if mix.shape[1] != Mm:  # shared mixes on per-member geometry
             mix = mix.expand(3, Mm, K, K)
         b1 = torch.bmm(a1.reshape(Mm, 3 * n, K), mix[0]).view(Mm, 3, n, K)
         b2 = torch.bmm(a2.reshape(Mm, 6 * n, K), mix[1]).view(Mm, 6, n, K)
         b3 = torch.bmm(a3.reshape(Mm, 10 * n, K), mix[2]).view(Mm, 10, n, K)
+        if self.use_ops:
+            if moments.device.type == "cpu":
+                x = torch.ops.sigmapot.invariants(moments, b1, b2, b3)
+            else:
+                x = self.invariant_products(moments, b1, b2, b3)
+        else:
+            x = self.invariant_products(moments, b1, b2, b3)
+        return (x - self.feature_mean) / self.feature_std
+
+    def invariant_products(self, moments: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor,
+                           b3: torch.Tensor) -> torch.Tensor:
+        """The invariants (M', n, 10K), unstandardised, from the moments and the mixed b1, b2, b3: the
+        PyTorch path (training, CUDA, and the reference of the compiled operator)."""
+        K = self.num_channels
+        Mm, n = moments.shape[0], moments.shape[2]
+        a0, a1, a2, a3 = moments.split([1, 3, 6, 10], dim=1)
+        a0 = a0.squeeze(1)
         # Multinomial weights applied once to a rank-2/3 factor rather than inside each product.
         w2 = self.weights2.view(6, 1, 1)
         b2w, a2w = b2 * w2, a2 * w2
@@ -262,8 +367,7 @@ class SigmaModel(nn.Module):
             (b3a2 * b3a2).sum(1),               # |b3 : a2|^2
             (a2a2 * a2a2 * w2).sum(1),          # tr(a2^4)
         ]
-        x = torch.cat(feats, dim=-1)
-        return (x - self.feature_mean) / self.feature_std
+        return torch.cat(feats, dim=-1)
 
     def readout(self, species: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-member MLP on [features, one-hot element] -> atomic energies (M, n)."""
@@ -286,23 +390,35 @@ class SigmaModel(nn.Module):
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
                 n_local: int, with_members: bool, with_virial: bool = True) -> Dict[str, torch.Tensor]:
         """Energies, forces, virials (and per-member values) from a neighbour list; see
-        docs/model_interface.md.  Must not run under torch.inference_mode: forces are autograd.
+        docs/model_interface.md.  Must not run under torch.inference_mode: the atom-level part of the
+        forces is autograd.
         `with_virial=False` skips the three virial outputs (an MD step that needs no pressure)."""
         self._check_inputs(species, edge_index, edge_vec, n_local)
         M = self.ensemble_size
         n_all = species.shape[0]
         center, neighbor = edge_index[0], edge_index[1]
-        vec = edge_vec.unsqueeze(0).clone().requires_grad_(True)
+        vec = edge_vec.unsqueeze(0)
+        # The edge-level forward (basis, monomials, neighbour sums) runs once and outside autograd:
+        # autograd covers the atom-level part only (channel mixes, invariants, readout), down to the
+        # basis moments, and `_edge_gradients` carries that to the edge vectors in closed form.
+        with torch.no_grad():
+            r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
+            flat, width = self._slots(center, n_local)
+            shared, phi_pad, ylm_pad = self._neighbour_sums(phi, ylm, flat, width, n_local)
+        # A copy of the basis moments per member: one backward pass gives every member's gradient.
+        moments = (shared.expand(M, -1, -1) if with_members else shared).clone().requires_grad_(True)
+        member_energy = self.readout(species[:n_local], self.features(moments, n_local))
+        grad = torch.autograd.grad([member_energy.sum()], [moments], allow_unused=True)[0]
+        if grad is None:  # no atoms
+            grad = torch.zeros_like(moments)
+        dE_dr = self._edge_gradients(grad, species, neighbor, vec, r, u, phi_pad, ylm_pad, flat)
         members: Dict[str, torch.Tensor] = {}
         if with_members:
-            dE_dr, member_energy = self._member_gradients(species, center, neighbor, vec, n_local)
             mean_grad = dE_dr.mean(0)
             members["member_energy"] = member_energy.detach()
             members["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
         else:
-            member_energy = self.atomic_energies(species, center, neighbor, vec, n_local)
-            grad = torch.autograd.grad([member_energy.sum()], [vec], allow_unused=True)[0]
-            mean_grad = torch.zeros_like(edge_vec) if grad is None else grad[0] / M
+            mean_grad = dE_dr[0] / M                  # the gradient of the members' summed energy
 
         out: Dict[str, torch.Tensor] = {
             "energy": member_energy.mean(0).detach(),
@@ -312,29 +428,6 @@ class SigmaModel(nn.Module):
             out.update(edge_virials(edge_vec, mean_grad, center, neighbor, n_all))
         out.update(members)
         return out
-
-    def _member_gradients(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
-                          vec: torch.Tensor, n_local: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-member edge gradients dE_m/dr_ij (M, E, 3) and energies (M, n_local).
-
-        The edge-level work (basis, monomials, neighbour sums) runs once on the shared geometry; the
-        members get their own copy of the basis moments, one backward pass gives every member's
-        gradient w.r.t. its copy, and M backward passes through the shared edge graph turn those into
-        edge gradients (instead of running the whole edge-level forward M times on geometry copies).
-        """
-        M = self.ensemble_size
-        shared = self.basis_moments(species, center, neighbor, vec, n_local)        # (1, 20 n, B)
-        copies = shared.detach().expand(M, -1, -1).clone().requires_grad_(True)
-        member_energy = self.readout(species[:n_local], self.features(copies, n_local))
-        g_copies = torch.autograd.grad([member_energy.sum()], [copies], allow_unused=True)[0]
-        rows: List[torch.Tensor] = []
-        for m in range(M):
-            g: Optional[torch.Tensor] = None
-            if g_copies is not None:
-                seed: List[Optional[torch.Tensor]] = [g_copies[m:m + 1]]
-                g = torch.autograd.grad([shared], [vec], seed, retain_graph=m < M - 1, allow_unused=True)[0]
-            rows.append(torch.zeros_like(vec[0]) if g is None else g[0])
-        return torch.stack(rows).detach(), member_energy
 
     @torch.jit.export
     def uncertainty(self, member_energy: torch.Tensor, member_forces: torch.Tensor,
@@ -400,7 +493,12 @@ def edge_virials(edge_vec: torch.Tensor, dE_dr: torch.Tensor, center: torch.Tens
 def edge_forces(dE_dr: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
                 n_atoms: int) -> torch.Tensor:
     """Atom forces from edge gradients dE/dr_ij (..., E, 3), r_ij = r_j - r_i: F_i += g, F_j -= g."""
-    shape = list(dE_dr.shape[:-2]) + [n_atoms, 3]
-    forces = torch.zeros(shape, dtype=dE_dr.dtype, device=dE_dr.device)
-    dim = dE_dr.dim() - 2
-    return forces.index_add(dim, center, dE_dr).index_add(dim, neighbor, -dE_dr)
+    if dE_dr.dim() == 2:
+        forces = torch.zeros(n_atoms, 3, dtype=dE_dr.dtype, device=dE_dr.device)
+        return forces.index_add(0, center, dE_dr).index_add(0, neighbor, -dE_dr)
+    # (M, E, 3): scatter whole rows (E, M*3) along the leading axis, much faster than along axis 1
+    M, E = dE_dr.shape[0], dE_dr.shape[1]
+    rows = dE_dr.permute(1, 0, 2).reshape(E, M * 3)
+    forces = torch.zeros(n_atoms, M * 3, dtype=dE_dr.dtype, device=dE_dr.device)
+    forces = forces.index_add(0, center, rows).index_add(0, neighbor, -rows)
+    return forces.view(n_atoms, M, 3).permute(1, 0, 2)

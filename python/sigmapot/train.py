@@ -589,6 +589,8 @@ def load_for_finetuning(source: str | Path) -> SigmaModel:
                                    num_channels=hp["num_channels"], envelope_p=hp["envelope_p"],
                                    hidden=hp["hidden"],
                                    shared_descriptor=hp.get("shared_descriptor", False)))
+    # a TorchScript module's state_dict also lists the constant (non-persistent) buffers
+    constants = model._non_persistent_buffers_set
     model.load_state_dict({k: v.double() if v.is_floating_point() else v
-                           for k, v in module.state_dict().items()})
+                           for k, v in module.state_dict().items() if k not in constants})
     return model
