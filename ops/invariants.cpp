@@ -76,37 +76,41 @@ void check_inputs(const at::Tensor& a, const at::Tensor& b1, const at::Tensor& b
 #define SIGMAPOT_IVDEP
 #endif
 
+// The 39 inputs of channel k of one row (m, i), as locals, and the intermediates P = a1 a1 (compact),
+// Q = a2 a2 (matrix square, compact), V = b3 : a2: the forward and the backward (which recomputes
+// them instead of saving them) share these lines.
+#define SIGMAPOT_CHANNEL_LOCALS \
+    const T a0 = pa[k]; \
+    const T x = pa[1 * S + k], y = pa[2 * S + k], z = pa[3 * S + k]; \
+    const T xx = pa[4 * S + k], xy = pa[5 * S + k], xz = pa[6 * S + k]; \
+    const T yy = pa[7 * S + k], yz = pa[8 * S + k], zz = pa[9 * S + k]; \
+    const T xxx = pa[10 * S + k], xxy = pa[11 * S + k], xxz = pa[12 * S + k], xyy = pa[13 * S + k]; \
+    const T xyz = pa[14 * S + k], xzz = pa[15 * S + k], yyy = pa[16 * S + k], yyz = pa[17 * S + k]; \
+    const T yzz = pa[18 * S + k], zzz = pa[19 * S + k]; \
+    const T Bx = p1[k], By = p1[S + k], Bz = p1[2 * S + k]; \
+    const T Bxx = p2[k], Bxy = p2[S + k], Bxz = p2[2 * S + k]; \
+    const T Byy = p2[3 * S + k], Byz = p2[4 * S + k], Bzz = p2[5 * S + k]; \
+    const T Bxxx = p3[k], Bxxy = p3[S + k], Bxxz = p3[2 * S + k], Bxyy = p3[3 * S + k]; \
+    const T Bxyz = p3[4 * S + k], Bxzz = p3[5 * S + k], Byyy = p3[6 * S + k], Byyz = p3[7 * S + k]; \
+    const T Byzz = p3[8 * S + k], Bzzz = p3[9 * S + k]; \
+    const T Pxx = x * x, Pxy = x * y, Pxz = x * z, Pyy = y * y, Pyz = y * z, Pzz = z * z; \
+    const T Qxx = xx * xx + xy * xy + xz * xz; \
+    const T Qxy = xx * xy + xy * yy + xz * yz; \
+    const T Qxz = xx * xz + xy * yz + xz * zz; \
+    const T Qyy = xy * xy + yy * yy + yz * yz; \
+    const T Qyz = xy * xz + yy * yz + yz * zz; \
+    const T Qzz = xz * xz + yz * yz + zz * zz; \
+    const T Vx = Bxxx * xx + 2 * (Bxxy * xy + Bxxz * xz + Bxyz * yz) + Bxyy * yy + Bxzz * zz; \
+    const T Vy = Bxxy * xx + 2 * (Bxyy * xy + Bxyz * xz + Byyz * yz) + Byyy * yy + Byzz * zz; \
+    const T Vz = Bxxz * xx + 2 * (Bxyz * xy + Bxzz * xz + Byzz * yz) + Byyz * yy + Bzzz * zz;
+
 // One row (m, i): each pointer is the row's start in its tensor, S the component stride (n * K).
 template <typename T>
 inline void forward_row(const T* __restrict pa, const T* __restrict p1, const T* __restrict p2,
                         const T* __restrict p3, T* __restrict po, const int64_t S, const int64_t K) {
   SIGMAPOT_IVDEP
   for (int64_t k = 0; k < K; ++k) {
-    const T a0 = pa[k];
-    const T x = pa[1 * S + k], y = pa[2 * S + k], z = pa[3 * S + k];
-    const T xx = pa[4 * S + k], xy = pa[5 * S + k], xz = pa[6 * S + k];
-    const T yy = pa[7 * S + k], yz = pa[8 * S + k], zz = pa[9 * S + k];
-    const T xxx = pa[10 * S + k], xxy = pa[11 * S + k], xxz = pa[12 * S + k], xyy = pa[13 * S + k];
-    const T xyz = pa[14 * S + k], xzz = pa[15 * S + k], yyy = pa[16 * S + k], yyz = pa[17 * S + k];
-    const T yzz = pa[18 * S + k], zzz = pa[19 * S + k];
-    const T Bx = p1[k], By = p1[S + k], Bz = p1[2 * S + k];
-    const T Bxx = p2[k], Bxy = p2[S + k], Bxz = p2[2 * S + k];
-    const T Byy = p2[3 * S + k], Byz = p2[4 * S + k], Bzz = p2[5 * S + k];
-    const T Bxxx = p3[k], Bxxy = p3[S + k], Bxxz = p3[2 * S + k], Bxyy = p3[3 * S + k];
-    const T Bxyz = p3[4 * S + k], Bxzz = p3[5 * S + k], Byyy = p3[6 * S + k], Byyz = p3[7 * S + k];
-    const T Byzz = p3[8 * S + k], Bzzz = p3[9 * S + k];
-
-    // P = a1 a1, Q = a2 a2, V = b3 : a2
-    const T Pxx = x * x, Pxy = x * y, Pxz = x * z, Pyy = y * y, Pyz = y * z, Pzz = z * z;
-    const T Qxx = xx * xx + xy * xy + xz * xz;
-    const T Qxy = xx * xy + xy * yy + xz * yz;
-    const T Qxz = xx * xz + xy * yz + xz * zz;
-    const T Qyy = xy * xy + yy * yy + yz * yz;
-    const T Qyz = xy * xz + yy * yz + yz * zz;
-    const T Qzz = xz * xz + yz * yz + zz * zz;
-    const T Vx = Bxxx * xx + 2 * (Bxxy * xy + Bxxz * xz + Bxyz * yz) + Bxyy * yy + Bxzz * zz;
-    const T Vy = Bxxy * xx + 2 * (Bxyy * xy + Bxyz * xz + Byyz * yz) + Byyy * yy + Byzz * zz;
-    const T Vz = Bxxz * xx + 2 * (Bxyz * xy + Bxzz * xz + Byzz * yz) + Byyz * yy + Bzzz * zz;
+    SIGMAPOT_CHANNEL_LOCALS
 
     po[k] = a0;
     po[K + k] = x * Bx + y * By + z * Bz;
@@ -141,33 +145,11 @@ inline void backward_row(const T* __restrict pg, const T* __restrict pa, const T
                          T* __restrict q2, T* __restrict q3, const int64_t S, const int64_t K) {
   SIGMAPOT_IVDEP
   for (int64_t k = 0; k < K; ++k) {
-    const T x = pa[1 * S + k], y = pa[2 * S + k], z = pa[3 * S + k];
-    const T xx = pa[4 * S + k], xy = pa[5 * S + k], xz = pa[6 * S + k];
-    const T yy = pa[7 * S + k], yz = pa[8 * S + k], zz = pa[9 * S + k];
-    const T xxx = pa[10 * S + k], xxy = pa[11 * S + k], xxz = pa[12 * S + k], xyy = pa[13 * S + k];
-    const T xyz = pa[14 * S + k], xzz = pa[15 * S + k], yyy = pa[16 * S + k], yyz = pa[17 * S + k];
-    const T yzz = pa[18 * S + k], zzz = pa[19 * S + k];
-    const T Bx = p1[k], By = p1[S + k], Bz = p1[2 * S + k];
-    const T Bxx = p2[k], Bxy = p2[S + k], Bxz = p2[2 * S + k];
-    const T Byy = p2[3 * S + k], Byz = p2[4 * S + k], Bzz = p2[5 * S + k];
-    const T Bxxx = p3[k], Bxxy = p3[S + k], Bxxz = p3[2 * S + k], Bxyy = p3[3 * S + k];
-    const T Bxyz = p3[4 * S + k], Bxzz = p3[5 * S + k], Byyy = p3[6 * S + k], Byyz = p3[7 * S + k];
-    const T Byzz = p3[8 * S + k], Bzzz = p3[9 * S + k];
+    SIGMAPOT_CHANNEL_LOCALS
+    (void) a0;
     const T g0 = pg[k], g1 = pg[K + k], g2 = pg[2 * K + k], g3 = pg[3 * K + k], g4 = pg[4 * K + k];
     const T g5 = pg[5 * K + k], g6 = pg[6 * K + k], g7 = pg[7 * K + k], g8 = pg[8 * K + k];
     const T g9 = pg[9 * K + k];
-
-    // intermediates, recomputed (as in the forward)
-    const T Pxx = x * x, Pxy = x * y, Pxz = x * z, Pyy = y * y, Pyz = y * z, Pzz = z * z;
-    const T Qxx = xx * xx + xy * xy + xz * xz;
-    const T Qxy = xx * xy + xy * yy + xz * yz;
-    const T Qxz = xx * xz + xy * yz + xz * zz;
-    const T Qyy = xy * xy + yy * yy + yz * yz;
-    const T Qyz = xy * xz + yy * yz + yz * zz;
-    const T Qzz = xz * xz + yz * yz + zz * zz;
-    const T Vx = Bxxx * xx + 2 * (Bxxy * xy + Bxxz * xz + Bxyz * yz) + Bxyy * yy + Bxzz * zz;
-    const T Vy = Bxxy * xx + 2 * (Bxyy * xy + Bxyz * xz + Byyz * yz) + Byyy * yy + Byzz * zz;
-    const T Vz = Bxxz * xx + 2 * (Bxyz * xy + Bxzz * xz + Byzz * yz) + Byyz * yy + Bzzz * zz;
 
     // gradients w.r.t. the compact intermediates (multinomial weights w2 included)
     const T gPxx = g4 * Bxx + g7 * Qxx, gPyy = g4 * Byy + g7 * Qyy, gPzz = g4 * Bzz + g7 * Qzz;
