@@ -276,7 +276,7 @@ class SigmaModel(nn.Module):
         over the edges, and all G' (members) in one batched pass."""
         Gp, B = grad.shape[0], grad.shape[-1]
         n, width = phi_pad.shape[1], phi_pad.shape[2]
-        g = grad.view(Gp, 20, n, B).transpose(1, 2)                               # (G', n, 20, B)
+        g = grad.view(Gp, 20, n, B).transpose(1, 2).contiguous()                  # (G', n, 20, B)
         # Everything stays in the padded (atom, slot) layout; only 4 numbers per edge are gathered.
         # Monomials: dY_c/du_a = sum_d C[c, 10 a + d] Y_d (degree <= 2), folded into g per atom first:
         # dE/du_a = sum_{d,b} (sum_c C[c, 10 a + d] g[i, c, b]) phi_b(r_ij) Y_d(u_ij).
@@ -300,15 +300,9 @@ class SigmaModel(nn.Module):
     def features(self, basis_moments: torch.Tensor, n_local: int) -> torch.Tensor:
         """Invariant features (M', n_local, 10K) from basis moments (G, 20 * n_local, B)."""
         G, Md, K = basis_moments.shape[0], self.radial_weight.shape[0], self.num_channels
-        B = basis_moments.shape[-1]
-        if G == 1 and Md > 1:
-            # Members share the geometry: fold them into the channel axis (one matmul to M*K channels).
-            weight = self.radial_weight.transpose(0, 1).reshape(B, Md * K)
-            moments = torch.matmul(basis_moments[0], weight)
-            moments = moments.view(20, n_local, Md, K).permute(2, 0, 1, 3).contiguous()
-        else:
-            moments = torch.matmul(basis_moments,
-                                   self.radial_weight).view(max(G, Md), 20, n_local, K)  # (M', 20, n, K)
+        # One geometry shared by the members (G = 1) broadcasts over them: written straight into the
+        # component-major (M', 20, n, K) layout (a matmul to M*K channels needs a permuting copy).
+        moments = torch.matmul(basis_moments, self.radial_weight).view(max(G, Md), 20, n_local, K)
         return self._invariants(moments)
 
     def _invariants(self, moments: torch.Tensor) -> torch.Tensor:
@@ -398,19 +392,30 @@ class SigmaModel(nn.Module):
         n_all = species.shape[0]
         center, neighbor = edge_index[0], edge_index[1]
         vec = edge_vec.unsqueeze(0)
-        # The edge-level forward (basis, monomials, neighbour sums) runs once and outside autograd:
-        # autograd covers the atom-level part only (channel mixes, invariants, readout), down to the
-        # basis moments, and `_edge_gradients` carries that to the edge vectors in closed form.
+        # The edge-level forward (basis, monomials, neighbour sums) and the radial channel mix run once
+        # and outside autograd: autograd covers the atom-level part only (channel mixes, invariants,
+        # readout), down to the moments; from there to the edge vectors the chain rule is written out
+        # (a matmul back to the basis moments, then `_edge_gradients`).
         with torch.no_grad():
             r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
             flat, width = self._slots(center, n_local)
             shared, phi_pad, ylm_pad = self._neighbour_sums(phi, ylm, flat, width, n_local)
-        # A copy of the basis moments per member: one backward pass gives every member's gradient.
-        moments = (shared.expand(M, -1, -1) if with_members else shared).clone().requires_grad_(True)
-        member_energy = self.readout(species[:n_local], self.features(moments, n_local))
+            moments = torch.matmul(shared, self.radial_weight)                    # (M', 20 n, K)
+        # Autograd from the moments on; a member's energy depends on its own moments only, so one
+        # backward pass gives every member's gradient (a shared descriptor needs a copy per member).
+        if with_members and moments.shape[0] < M:
+            moments = moments.expand(M, -1, -1).clone()
+        moments.requires_grad_(True)
+        K = self.num_channels
+        x = self._invariants(moments.view(moments.shape[0], 20, n_local, K))
+        member_energy = self.readout(species[:n_local], x)
         grad = torch.autograd.grad([member_energy.sum()], [moments], allow_unused=True)[0]
         if grad is None:  # no atoms
             grad = torch.zeros_like(moments)
+        # to the basis moments: per member, or summed over the members for the mean force
+        grad = torch.matmul(grad, self.radial_weight.transpose(1, 2))           # (M', 20 n, B)
+        if not with_members:
+            grad = grad.sum(0, keepdim=True)
         dE_dr = self._edge_gradients(grad, species, neighbor, vec, r, u, phi_pad, ylm_pad, flat)
         members: Dict[str, torch.Tensor] = {}
         if with_members:
