@@ -277,18 +277,17 @@ class SigmaModel(nn.Module):
         Gp, B = grad.shape[0], grad.shape[-1]
         n, width = phi_pad.shape[1], phi_pad.shape[2]
         g = grad.view(Gp, 20, n, B).transpose(1, 2).contiguous()                  # (G', n, 20, B)
-        # Everything stays in the padded (atom, slot) layout; only 4 numbers per edge are gathered.
-        # Monomials: dY_c/du_a = sum_d C[c, 10 a + d] Y_d (degree <= 2), folded into g per atom first:
-        # dE/du_a = sum_{d,b} (sum_c C[c, 10 a + d] g[i, c, b]) phi_b(r_ij) Y_d(u_ij).
-        g_deriv = torch.matmul(self.monomial_derivative.t(), g)                   # (G', n, 30, B)
-        t = torch.matmul(phi_pad, g_deriv.transpose(2, 3)).view(Gp, n, width, 3, 10)
-        g_u = (t * ylm_pad[..., :10].unsqueeze(-2)).sum(-1)                       # (G', n, width, 3)
-        # radial basis: dE/d|r_ij| = sum_b (sum_c g[i, c, b] Y_c(u_ij)) dphi_b/dr
         dphi = bessel_basis_derivative(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
         dphi = self._element_blocks(dphi, species, neighbor)
         dphi_pad = dphi.new_zeros(1, n * width, B).index_copy(1, flat, dphi).view(1, n, width, B)
-        g_r = (torch.matmul(ylm_pad, g) * dphi_pad).sum(-1, keepdim=True)        # (G', n, width, 1)
-        per_edge = torch.cat([g_u, g_r], -1).view(Gp, n * width, 4).index_select(1, flat)
+        if self.use_ops:
+            if g.device.type == "cpu":
+                slots = torch.ops.sigmapot.edge_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
+            else:
+                slots = self.slot_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
+        else:
+            slots = self.slot_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
+        per_edge = slots.view(Gp, n * width, 4).index_select(1, flat)           # only 4 numbers per edge
         g_u, g_r = per_edge[..., :3], per_edge[..., 3]                           # (G', E, 3), (G', E)
         # u = r_ij / max(|r_ij|, r_min), |r_ij|: du/dr_ij = (1 - u u^T) / |r_ij|, d|r_ij|/dr_ij = u
         r_min = 1e-4 * self.cutoff
@@ -296,6 +295,22 @@ class SigmaModel(nn.Module):
         tangential = torch.where(far, g_u - u * (u * g_u).sum(-1, keepdim=True), g_u)
         return tangential / r.clamp(min=r_min).unsqueeze(-1) + g_r.unsqueeze(-1) * vec / r.clamp(
             min=1e-30).unsqueeze(-1)
+
+    def slot_gradients(self, g: torch.Tensor, ylm_pad: torch.Tensor, phi_pad: torch.Tensor,
+                       dphi_pad: torch.Tensor) -> torch.Tensor:
+        """Per (atom, slot) of the padded layout, (G', n, width, 4): dE/du_a (a = x, y, z) and dE/d|r|
+        of the slot's edge, from g = dE/d(basis moments) (G', n, 20, B), the slot's monomials
+        (n, width, 20), radial basis and its r-derivative (n, width, B).  The PyTorch path (CUDA, and the
+        reference of the compiled operator torch.ops.sigmapot.edge_gradients)."""
+        Gp, n, width = g.shape[0], phi_pad.shape[0], phi_pad.shape[1]
+        # Monomials: dY_c/du_a = sum_d C[c, 10 a + d] Y_d (degree <= 2), folded into g per atom first:
+        # dE/du_a = sum_{d,b} (sum_c C[c, 10 a + d] g[i, c, b]) phi_b(r_ij) Y_d(u_ij).
+        g_deriv = torch.matmul(self.monomial_derivative.t(), g)                   # (G', n, 30, B)
+        t = torch.matmul(phi_pad, g_deriv.transpose(2, 3)).view(Gp, n, width, 3, 10)
+        g_u = (t * ylm_pad[..., :10].unsqueeze(-2)).sum(-1)                       # (G', n, width, 3)
+        # radial basis: dE/d|r_ij| = sum_b (sum_c g[i, c, b] Y_c(u_ij)) dphi_b/dr
+        g_r = (torch.matmul(ylm_pad, g) * dphi_pad).sum(-1, keepdim=True)        # (G', n, width, 1)
+        return torch.cat([g_u, g_r], -1)
 
     def features(self, basis_moments: torch.Tensor, n_local: int) -> torch.Tensor:
         """Invariant features (M', n_local, 10K) from basis moments (G, 20 * n_local, B)."""
