@@ -36,7 +36,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q tests
 
-# Performance benchmarks (issue 4), ~15 min on 2 cores: results as JSON/markdown/PNG in benchmarks/results.
+# Performance benchmarks, ~20 min on 2 cores: results as JSON/markdown/PNG in benchmarks/results.
 bench: install
 	export PATH=$(CURDIR)/$(BIN):$$PATH; \
 	$(BIN)/python benchmarks/lammps_speed.py && \
