@@ -71,17 +71,27 @@ def _contraction_tables() -> Dict[str, list]:
     }
 
 
+def _envelope(r: torch.Tensor, cutoff: float, p: float) -> torch.Tensor:
+    """Polynomial envelope of the radial basis: C^2-smooth, 1 at r = 0, exactly zero for r >= rc."""
+    x = (r / cutoff).clamp(max=1.0)
+    env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x.pow(p) + p * (p + 2.0) * x.pow(p + 1.0)
+           - p * (p + 1.0) / 2.0 * x.pow(p + 2.0))
+    return torch.where(r < cutoff, env, torch.zeros_like(env))
+
+
+def _pad(values: torch.Tensor, flat: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """Per-edge values (G, E, C) into the padded (atom, slot) layout (G, n, width, C); empty slots 0."""
+    G, C = values.shape[0], values.shape[-1]
+    return values.new_zeros(G, n * width, C).index_copy(1, flat, values).view(G, n, width, C)
+
+
 def bessel_basis(r: torch.Tensor, cutoff: float, num_radial: int, envelope_p: int) -> torch.Tensor:
     """sqrt(2/rc) sin(n pi r / rc) / r times a polynomial envelope that is C^2-smooth and zero at rc.
 
     Finite at r -> 0 (the sine removes the 1/r pole), exactly zero for r >= rc.
     """
     n = torch.arange(1, num_radial + 1, dtype=r.dtype, device=r.device)
-    x = (r / cutoff).clamp(max=1.0)
-    p = float(envelope_p)
-    env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x.pow(p) + p * (p + 2.0) * x.pow(p + 1.0)
-           - p * (p + 1.0) / 2.0 * x.pow(p + 2.0))
-    env = torch.where(r < cutoff, env, torch.zeros_like(env))
+    env = _envelope(r, cutoff, float(envelope_p))
     r_safe = r.clamp(min=1e-4 * cutoff).unsqueeze(-1)
     arg = n * math.pi / cutoff * r_safe
     return math.sqrt(2.0 / cutoff) * torch.sin(arg) / r_safe * env.unsqueeze(-1)
@@ -93,9 +103,7 @@ def bessel_basis_derivative(r: torch.Tensor, cutoff: float, num_radial: int, env
     x = (r / cutoff).clamp(max=1.0)
     p = float(envelope_p)
     inside = r < cutoff
-    env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x.pow(p) + p * (p + 2.0) * x.pow(p + 1.0)
-           - p * (p + 1.0) / 2.0 * x.pow(p + 2.0))
-    env = torch.where(inside, env, torch.zeros_like(env))
+    env = _envelope(r, cutoff, p)
     # d env / dr = -p (p+1) (p+2) / (2 rc) x^(p-1) (1-x)^2
     denv = -p * (p + 1.0) * (p + 2.0) / (2.0 * cutoff) * x.pow(p - 1.0) * (1.0 - x).square()
     denv = torch.where(inside, denv, torch.zeros_like(denv))
@@ -259,8 +267,7 @@ class SigmaModel(nn.Module):
         """Basis moments (G, 20 * n_local, B), and the padded basis (G, n, width, B) and monomials
         (G, n, width, 20) they were summed from."""
         G, B = phi.shape[0], phi.shape[-1]
-        phi_pad = phi.new_zeros(G, n_local * width, B).index_copy(1, flat, phi).view(G, n_local, width, B)
-        ylm_pad = ylm.new_zeros(G, n_local * width, 20).index_copy(1, flat, ylm).view(G, n_local, width, 20)
+        phi_pad, ylm_pad = _pad(phi, flat, n_local, width), _pad(ylm, flat, n_local, width)
         # The radial channel mix is linear, so it commutes with the neighbour sum: sum the monomials
         # against the Nb basis functions first (n, 20, Nb), then mix to K channels with one large matmul.
         # The per-edge (E, K) radial tensor is never formed; the batched sums are K/Nb times smaller.
@@ -278,8 +285,7 @@ class SigmaModel(nn.Module):
         n, width = phi_pad.shape[1], phi_pad.shape[2]
         g = grad.view(Gp, 20, n, B).transpose(1, 2).contiguous()                  # (G', n, 20, B)
         dphi = bessel_basis_derivative(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
-        dphi = self._element_blocks(dphi, species, neighbor)
-        dphi_pad = dphi.new_zeros(1, n * width, B).index_copy(1, flat, dphi).view(1, n, width, B)
+        dphi_pad = _pad(self._element_blocks(dphi, species, neighbor), flat, n, width)
         if self.use_ops:
             if g.device.type == "cpu":
                 slots = torch.ops.sigmapot.edge_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
