@@ -47,7 +47,7 @@ def small_model(elements, cutoff=4.0, seed=0, num_channels=8, hidden=(32, 32)) -
     with torch.no_grad():
         model.mlp[-1].weight.mul_(30.0)  # forces of O(1 eV/A) instead of the tiny initial readout
         # a non-trivial calibration, so tests see it applied the same everywhere
-        model.calibration.copy_(torch.tensor([1.3, 0.9, 1.5, 2.0], dtype=torch.float64))
+        model.calibration.copy_(torch.tensor([1.3, 0.9, 1.5, 2.0, 0.01], dtype=torch.float64))
     return model
 
 

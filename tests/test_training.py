@@ -1,6 +1,7 @@
 """Training, resume, calibration and the command line, on a few frames of the real Si DFT data."""
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import itertools
@@ -251,6 +252,15 @@ def test_refit_trains_on_every_frame_and_keeps_the_holdout_calibration(si_data, 
     assert (resumed / "holdout" / "final.pt").stat().st_mtime_ns == finished    # not trained again
     assert_same_weights(run, resumed)
 
+    # 'sigmapot calibrate' fits the holdout run again on its 6 held-out frames and passes it on
+    subprocess.run([sys.executable, "-m", "sigmapot.cli", "calibrate", str(run), "--coverage", "0.8"], check=True,
+                   capture_output=True, text=True, env=_env())
+    recal_holdout, recal_meta = load_run(run / "holdout")
+    assert recal_meta["calibration"]["coverage"] == 0.8 and recal_meta["calibration"]["n_frames"] == 6
+    assert recal_meta["calibration"]["force_quantile"] < holdout_meta["calibration"]["force_quantile"]
+    assert read_metadata(load_exported(run / "model.pt"))["calibration"]["coverage"] == 0.8
+    torch.testing.assert_close(load_run(run)[0].calibration, recal_holdout.calibration, atol=0, rtol=0)
+
 
 def test_ensemble_runs_are_independent_runs_merged_into_one_model(si_data, tmp_path):
     run = train(config(si_data, tmp_path / "run", epochs=2, ensemble_runs=2), progress=False)
@@ -313,7 +323,7 @@ def test_calibration_brings_coverage_to_nominal_on_held_out_frames(si_data, tmp_
     from sigmapot.calibrate import raw_errors
     cal = calibrate_model(model, calib, coverage=0.9)
     raw = raw_errors(model, held_out)
-    sigma = cal["force_scale"] * raw["raw_force"] ** cal["force_exponent"]
+    sigma = np.hypot(cal["force_scale"] * raw["raw_force"] ** cal["force_exponent"], cal["force_floor"])
     covered = np.mean(raw["force_error"] <= cal["force_quantile"] * sigma)
     uncalibrated = np.mean(raw["force_error"] <= raw["raw_force"])
     assert abs(covered - 0.9) < 0.06, (covered, uncalibrated)
@@ -406,15 +416,36 @@ def test_finetune_from_exported_model_and_shallow_ensemble(si_data, tmp_path):
     assert meta["training"]["epochs_run"] == 2
 
 
-def test_power_law_exponent_needs_enough_atoms():
-    from sigmapot.calibrate import MIN_ATOMS_FOR_EXPONENT, fit_power_law
+def test_force_sigma_fit_recovers_scale_exponent_and_floor():
+    from sigmapot.calibrate import FORCE_RESOLUTION, MIN_ATOMS_FOR_EXPONENT, fit_force_sigma
     rng = np.random.default_rng(0)
-    raw = rng.uniform(0.01, 0.5, 5000)
-    err = np.linalg.norm(rng.normal(size=(5000, 3)), axis=1) * (0.8 * raw ** 0.6) / np.sqrt(3)
-    a, b = fit_power_law(raw, err)
-    assert abs(b - 0.6) < 0.05 and abs(a - 0.8) < 0.05
+    raw = np.exp(rng.uniform(np.log(1e-3), np.log(0.5), 8000))
+    unit = np.linalg.norm(rng.normal(size=(8000, 3)), axis=1) / np.sqrt(3)
+    a, b, c = fit_force_sigma(raw, unit * np.hypot(0.8 * raw ** 0.6, 0.02))
+    assert abs(b - 0.6) < 0.05 and abs(a - 0.8) < 0.08 and abs(c - 0.02) < 0.004, (a, b, c)
+    # no floor in the data: the fit sigma follows the power law to the smallest spread
+    a, b, c = fit_force_sigma(raw, unit * 0.8 * raw ** 0.6)
+    assert abs(b - 0.6) < 0.05 and c >= FORCE_RESOLUTION, (a, b, c)
+    assert np.allclose(np.hypot(a * raw ** b, c), 0.8 * raw ** 0.6, rtol=0.08), (a, b, c)
     few = MIN_ATOMS_FOR_EXPONENT - 1
-    assert fit_power_law(raw[:few], err[:few])[1] == 1.0
+    assert fit_force_sigma(raw[:few], unit[:few] * raw[:few])[1:] == (1.0, FORCE_RESOLUTION)
+
+
+def test_force_floor_covers_sites_whose_force_vanishes_by_symmetry(sige_model):
+    """Round-off spreads (1e-9) get an interval of at least q * FORCE_RESOLUTION, and old 4-value
+    calibrations load with no floor."""
+    from sigmapot.calibrate import FORCE_RESOLUTION
+    model = copy.deepcopy(sige_model)
+    members = torch.zeros(4, 3, 3, dtype=torch.float64)
+    members[:, :, 0] = 1e-9 * torch.arange(4.0, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        model.calibration.copy_(torch.tensor([1.0, 1.2, 1.0, 1.6, FORCE_RESOLUTION], dtype=torch.float64))
+    unc = model.uncertainty(torch.zeros(4, 3, dtype=torch.float64), members, torch.zeros(4, dtype=torch.float64))
+    assert torch.all(unc["force_interval"] >= 1.6 * FORCE_RESOLUTION)
+    state = {k: v for k, v in model.state_dict().items()}
+    state["calibration"] = torch.tensor([1.0, 1.2, 1.0, 1.6], dtype=torch.float64)
+    model.load_state_dict(state)
+    assert model.calibration.tolist() == [1.0, 1.2, 1.0, 1.6, 0.0]
 
 
 def test_stress_config_types_keep_stress_only_for_the_listed_groups(si_data):

@@ -1,4 +1,4 @@
-"""Command line: sigmapot train | export | info | evaluate | learn | plugin-path."""
+"""Command line: sigmapot train | calibrate | export | info | evaluate | learn | plugin-path."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,16 @@ def _train(args: argparse.Namespace) -> None:
     print(f"run directory: {run}\nexported model: {run / 'model.pt'}")
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from .train import recalibrate
+
+    cal = recalibrate(args.run_dir, coverage=args.coverage)
+    print(f"calibrated on {cal['n_frames']} held-out frames ({cal['n_atoms']} atoms): sigma_F = "
+          f"sqrt(({cal['force_scale']:.4g} raw^{cal['force_exponent']:.3g})^2 + {cal['force_floor']:.3g}^2), "
+          f"{cal['coverage']:.0%} interval = {cal['force_quantile']:.3g} sigma_F, sigma_E scale "
+          f"{cal['energy_scale']:.3g}; rewrote {args.run_dir}/final.pt and model.pt")
+
+
 def _export(args: argparse.Namespace) -> None:
     import torch
 
@@ -51,7 +61,8 @@ def _info(args: argparse.Namespace) -> None:
         print(f"  {key:16s} {meta.get(key)}")
     cal = meta.get("calibration")
     if cal:
-        print(f"  calibration      sigma_F = {cal['force_scale']:.4g} raw^{cal['force_exponent']:.3g}, "
+        print(f"  calibration      sigma_F = sqrt(({cal['force_scale']:.4g} raw^{cal['force_exponent']:.3g})^2 + "
+              f"{cal.get('force_floor', 0.0):.3g}^2), "
               f"interval {cal['coverage']:.0%} = {cal['force_quantile']:.3g} sigma_F, "
               f"sigma_E scale {cal['energy_scale']:.3g} ({cal['n_atoms']} atoms)")
     data = meta.get("training_data", {}).get("train")
@@ -144,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("calibrate", help="fit a finished run's calibration again on its held-out frames "
+                                         "(with this version's method) and export it")
+    c.add_argument("run_dir")
+    c.add_argument("--coverage", type=float, help="interval coverage (default: the run's)")
+    c.set_defaults(func=_calibrate)
 
     e = sub.add_parser("export", help="write one TorchScript file from a finished run")
     e.add_argument("run_dir")

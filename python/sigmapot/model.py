@@ -198,8 +198,9 @@ class SigmaModel(nn.Module):
         self.register_buffer("avg_num_neighbors", torch.ones((), dtype=torch.float64))
         self.register_buffer("feature_mean", torch.zeros(Md, 1, num_features, dtype=torch.float64))
         self.register_buffer("feature_std", torch.ones(Md, 1, num_features, dtype=torch.float64))
-        # Calibration (see sigmapot.calibrate): sigma_F = a * raw^b, sigma_E = s * raw, interval = q * sigma_F
-        self.register_buffer("calibration", torch.tensor([1.0, 1.0, 1.0, 1.645], dtype=torch.float64))
+        # Calibration (see sigmapot.calibrate): sigma_F = sqrt((a raw^b)^2 + c^2), sigma_E = s * raw,
+        # interval = q * sigma_F; stored as [a, b, s, q, c]
+        self.register_buffer("calibration", torch.tensor([1.0, 1.0, 1.0, 1.645, 0.0], dtype=torch.float64))
 
         for name, values in _contraction_tables().items():
             dtype = torch.float64 if name.startswith("weights") else torch.long
@@ -459,11 +460,12 @@ class SigmaModel(nn.Module):
     def uncertainty(self, member_energy: torch.Tensor, member_forces: torch.Tensor,
                     member_total_energy: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Calibrated per-atom and total uncertainties from complete member values (see module doc)."""
-        a_force, b_force, s_energy, q_force = (self.calibration[0], self.calibration[1],
-                                               self.calibration[2], self.calibration[3])
+        a_force, b_force, s_energy, q_force, c_force = (self.calibration[0], self.calibration[1],
+                                                        self.calibration[2], self.calibration[3],
+                                                        self.calibration[4])
         spread = member_forces - member_forces.mean(0, keepdim=True)
         raw_force = spread.square().sum(-1).mean(0).sqrt()
-        force_std = a_force * raw_force.pow(b_force)
+        force_std = (a_force * raw_force.pow(b_force)).square().add(c_force * c_force).sqrt()
         raw_energy = (member_energy - member_energy.mean(0, keepdim=True)).square().mean(0).sqrt()
         total = member_total_energy - member_total_energy.mean()
         return {
@@ -472,6 +474,12 @@ class SigmaModel(nn.Module):
             "total_energy_std": s_energy * total.square().mean().sqrt(),
             "force_interval": q_force * force_std,
         }
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "calibration"
+        if key in state_dict and state_dict[key].numel() == 4:     # written before the force floor c: c = 0
+            state_dict[key] = torch.cat([state_dict[key], state_dict[key].new_zeros(1)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check_inputs(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
                       n_local: int) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, load_train_config
 from .data import (Batch, DataError, Frame, Graph, check_config_types, check_duplicates, collate, read_frames,
                    reorder_shear, summarize, to_graph)
 from .model import SigmaModel, edge_forces
@@ -337,12 +337,39 @@ def _train_pass(cfg: TrainConfig, run: Path, train_frames: List[Frame], val_fram
         training["ensemble_runs"] = R
     if val_graphs:   # the exported ensemble's own errors (metrics.csv logs each run's members only)
         training["validation_errors"] = {k: round(v, 8) for k, v in evaluate_graphs(final, val_graphs).items()}
-    meta = {"training_data": summary, "calibration": calibrated, "training": training}
+    _save_run(run, final, {"training_data": summary, "calibration": calibrated, "training": training})
+    return run
+
+
+def _save_run(run: Path, final: SigmaModel, meta: Dict) -> None:
+    """A finished run's final.pt and exported model.pt."""
     save_atomic({"model_config": dataclasses.asdict(model_config_of(final)), "state": final.state_dict(),
                  "metadata": meta}, run / "final.pt")
     from .export import export_model
     export_model(final, run / "model.pt", metadata=meta)
-    return run
+
+
+def recalibrate(run_dir: str | Path, coverage: Optional[float] = None) -> Dict:
+    """Fit a finished run's calibration again, with this version's method, on the frames it held out
+    (the split is read back from its config.yaml); a refit run takes its holdout run's new calibration.
+    Rewrites final.pt and model.pt and returns the calibration."""
+    from .calibrate import apply_calibration, calibrate_model
+
+    run = Path(run_dir)
+    source = run / "holdout" if (run / "holdout" / "final.pt").is_file() else run
+    model, meta = load_run(source)
+    cfg = load_train_config(str(source / "config.yaml"), {})
+    val_frames = split_frames(cfg)[1]
+    if not val_frames:
+        raise ValueError(f"'{source}' trained on every frame and has no holdout run to calibrate on")
+    calibrated = calibrate_model(model, val_frames, coverage=coverage or cfg.coverage)
+    _save_run(source, model, dict(meta, calibration=calibrated))
+    if source != run:
+        final, meta = load_run(run)
+        calibrated = dict(calibrated, source=meta["calibration"].get("source", "holdout run (holdout/)"))
+        apply_calibration(final, calibrated)
+        _save_run(run, final, dict(meta, calibration=calibrated))
+    return calibrated
 
 
 def part_dir(run: Path, k: int, runs: int) -> Path:

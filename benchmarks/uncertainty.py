@@ -1,0 +1,292 @@
+"""Uncertainty on new data: interval coverage on the test sets, out-of-distribution detection and
+temperature extrapolation (mlearn Si and Ge).
+
+Parts (each writes its section of benchmarks/results/uncertainty.json; the markdown tables and the
+reliability plot are rebuilt from the JSON after every part):
+
+- coverage: share of test atoms inside the calibrated 90 % force interval and of test frames inside the
+  90 % energy interval, per element and per config_type, for exported models given as NAME=MODEL:ELEMENT.
+- ood: for each config_type in --left-out, train the recipe on train.extxyz without that group and
+  score how well per-atom sigma_F separates the left-out atoms (its frames of train.extxyz and
+  test.extxyz, never trained on) from the in-distribution test atoms: AUROC per atom and per frame
+  (largest sigma_F of the frame).
+- temperature: train without the AIMD-NVT and Vacancy frames above --max-temperature (per element), then
+  take the frames at 1.5-2.5x that temperature (from both files): Spearman(sigma_F, |dF|) per atom, the
+  interval coverage and the rise of sigma_F and error over the in-temperature test frames.
+
+The ood and temperature runs use --config (default: the quickstart recipe, 5 min per run; the full
+recipe would take 100 min per run) with one torch thread.
+
+Usage: python benchmarks/uncertainty.py coverage --models Si=run/model.pt:Si ...
+       python benchmarks/uncertainty.py ood [--elements Si Ge] [--left-out Surface Vacancy AIMD-NVT]
+       python benchmarks/uncertainty.py temperature [--elements Si Ge]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from common import REPO, RESULTS
+
+DATA = REPO.parent / "shared" / "data" / "mlearn"
+QUICKSTART = REPO / "examples" / "configs" / "si_quickstart.yaml"
+OUT_JSON = RESULTS / "uncertainty.json"
+# Highest AIMD temperature trained on in the temperature part: the data's next-but-one temperatures
+# above it are 1518 K (1.8x, Si) and 1816 / 2422 K (1.7x / 2.2x, Ge).
+MAX_TEMPERATURE = {"Si": 843.0, "Ge": 1089.0}
+TARGETS = {"force_coverage": (0.87, 0.93), "energy_coverage": (0.85, 0.95), "auroc": 0.9, "spearman": 0.6}
+
+
+def temperature(atoms) -> float | None:
+    """The AIMD temperature of an mlearn frame, read from its description ('... at 843 K')."""
+    found = re.search(r"at (\d+(?:\.\d+)?) K", str(atoms.info.get("mlearn_description", "")))
+    return float(found.group(1)) if found else None
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a positive (out-of-distribution) score exceeds a negative one (ties count half)."""
+    from scipy.stats import mannwhitneyu
+    return float(mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
+
+
+def predict(model: Path, atoms_list: Sequence) -> List[Dict[str, np.ndarray]]:
+    """Calibrated predictions of an exported model (the ASE calculator, as users run it)."""
+    from sigmapot.calculator import SigmaCalculator
+    calc, out = SigmaCalculator(str(model)), []
+    for atoms in atoms_list:
+        calc.calculate(atoms.copy(), ["energy", "forces"])
+        out.append(dict(calc.results))
+    return out
+
+
+def force_rows(atoms_list: Sequence, preds: Sequence[Dict]) -> Dict[str, np.ndarray]:
+    """Per atom: calibrated sigma_F, interval half-width, |dF|; and the frame each atom belongs to."""
+    return {"sigma": np.concatenate([p["forces_std"] for p in preds]),
+            "half": np.concatenate([p["forces_interval"] for p in preds]),
+            "error": np.concatenate([np.linalg.norm(p["forces"] - a.get_forces(), axis=1)
+                                     for a, p in zip(atoms_list, preds)]),
+            "frame": np.concatenate([[k] * len(a) for k, a in enumerate(atoms_list)])}
+
+
+def train_on(atoms_list: Sequence, run: Path, config: str, seed: int) -> Path:
+    """Train the recipe in `config` on these frames (written to RUN/train.extxyz); the exported model."""
+    from ase.io import write
+
+    from sigmapot.config import load_train_config
+    from sigmapot.train import train
+
+    run.mkdir(parents=True, exist_ok=True)
+    write(run / "train.extxyz", list(atoms_list))
+    cfg = load_train_config(config, {"train": [str(run / "train.extxyz")], "output": str(run),
+                                     "threads": 1, "seed": seed})
+    present = {a.info["config_type"] for a in atoms_list}     # the recipe may name the left-out group
+    if cfg.stress_config_types:
+        cfg.stress_config_types = [ct for ct in cfg.stress_config_types if ct in present]
+    cfg.stress_shear_order = {ct: o for ct, o in cfg.stress_shear_order.items() if ct in present}
+    return train(cfg, progress=False) / "model.pt"
+
+
+def read(element: str, split: str) -> list:
+    from ase.io import read as ase_read
+    return ase_read(DATA / element / f"{split}.extxyz", ":")
+
+
+def part_coverage(models: Sequence[str]) -> Dict:
+    """NAME=MODEL:ELEMENT -> test coverage of the force and energy intervals, all and per config_type."""
+    from sigmapot.calibrate import normal_half_width
+    out = {}
+    for spec in models:
+        name, rest = spec.split("=", 1)
+        model, element = rest.rsplit(":", 1)
+        test = read(element, "test")
+        preds = predict(Path(model), test)
+        rows = force_rows(test, preds)
+        inside = rows["error"] <= rows["half"]
+        z = normal_half_width(0.9)
+        e_err = np.array([abs(p["energy"] - a.get_potential_energy()) for a, p in zip(test, preds)])
+        e_inside = e_err <= z * np.array([p["energy_std"] for p in preds])
+        types = np.array([a.info["config_type"] for a in test])
+        atom_types = types[rows["frame"]]
+        out[name] = {"model": model, "element": element, "atoms": int(len(inside)), "frames": len(test),
+                     "force_coverage": float(inside.mean()), "energy_coverage": float(e_inside.mean()),
+                     "force_sigma_spearman": float(_spearman(rows["sigma"], rows["error"])),
+                     "per_config_type": {ct: {"atoms": int((atom_types == ct).sum()),
+                                              "force_coverage": float(inside[atom_types == ct].mean()),
+                                              "frames": int((types == ct).sum()),
+                                              "energy_coverage": float(e_inside[types == ct].mean())}
+                                         for ct in sorted(set(types))},
+                     "reliability": _reliability(rows)}
+        print(name, json.dumps({k: v for k, v in out[name].items() if k != "reliability"}, indent=1))
+    return out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+    return float(spearmanr(x, y).statistic)
+
+
+def _reliability(rows: Dict[str, np.ndarray]) -> Dict[str, list]:
+    """Observed against nominal coverage of the central intervals of a Maxwell error with RMS sigma_F
+    (the calibrated sigma), and the RMS error in 10 bins of sigma_F (equal counts)."""
+    from scipy.stats import chi
+    nominal = np.linspace(0.05, 0.95, 19)
+    z = rows["error"] / np.maximum(rows["sigma"] / np.sqrt(3.0), 1e-12)
+    order = np.argsort(rows["sigma"])
+    bins = np.array_split(order, 10)
+    return {"nominal": nominal.tolist(), "observed": [float(np.mean(z <= chi.ppf(p, 3))) for p in nominal],
+            "bin_rms_sigma": [float(np.sqrt(np.mean(rows["sigma"][b] ** 2))) for b in bins],
+            "bin_rms_error": [float(np.sqrt(np.mean(rows["error"][b] ** 2))) for b in bins]}
+
+
+def part_ood(elements: Sequence[str], left_out: Sequence[str], config: str, work: Path, seed: int) -> Dict:
+    out = {}
+    for element in elements:
+        train, test = read(element, "train"), read(element, "test")
+        for ct in left_out:
+            model = train_on([a for a in train if a.info["config_type"] != ct], work / f"ood_{element}_{ct}",
+                             config, seed)
+            inside = [a for a in test if a.info["config_type"] != ct]
+            outside = [a for a in train + test if a.info["config_type"] == ct]
+            r_in, r_out = force_rows(inside, predict(model, inside)), force_rows(outside, predict(model, outside))
+            frame_max = [np.array([r["sigma"][r["frame"] == k].max() for k in range(r["frame"].max() + 1)])
+                         for r in (r_in, r_out)]
+            out[f"{element}/{ct}"] = {
+                "element": element, "left_out": ct, "in_atoms": int(len(r_in["sigma"])),
+                "out_atoms": int(len(r_out["sigma"])), "out_frames": len(outside),
+                "auroc_atoms": auroc(r_out["sigma"], r_in["sigma"]),
+                "auroc_frames": auroc(frame_max[1], frame_max[0]),
+                "in_rms_error": _rms(r_in["error"]), "out_rms_error": _rms(r_out["error"]),
+                "in_rms_sigma": _rms(r_in["sigma"]), "out_rms_sigma": _rms(r_out["sigma"]),
+                "out_force_coverage": float(np.mean(r_out["error"] <= r_out["half"])),
+                "out_sigma_spearman": _spearman(r_out["sigma"], r_out["error"])}
+            print(json.dumps(out[f"{element}/{ct}"]))
+    return out
+
+
+def part_temperature(elements: Sequence[str], config: str, work: Path, seed: int) -> Dict:
+    out = {}
+    for element in elements:
+        t_max = MAX_TEMPERATURE[element]
+        train, test = read(element, "train"), read(element, "test")
+        hot = [a for a in train + test if (temperature(a) or 0) > t_max]
+        model = train_on([a for a in train if (temperature(a) or 0) <= t_max], work / f"temperature_{element}",
+                         config, seed)
+        near = [a for a in test if temperature(a) is not None and temperature(a) <= t_max]
+        r_near = force_rows(near, predict(model, near))
+        for lo, hi in ((1.5, 2.5),):
+            far = [a for a in hot if lo * t_max <= temperature(a) <= hi * t_max]
+            r = force_rows(far, predict(model, far))
+            out[element] = {"element": element, "trained_up_to_K": t_max,
+                            "tested_at_K": sorted({temperature(a) for a in far}), "frames": len(far),
+                            "atoms": int(len(r["sigma"])), "sigma_spearman": _spearman(r["sigma"], r["error"]),
+                            "force_coverage": float(np.mean(r["error"] <= r["half"])),
+                            "rms_error": _rms(r["error"]), "rms_sigma": _rms(r["sigma"]),
+                            "in_temperature_rms_error": _rms(r_near["error"]),
+                            "in_temperature_rms_sigma": _rms(r_near["sigma"]),
+                            "in_temperature_sigma_spearman": _spearman(r_near["sigma"], r_near["error"])}
+            print(json.dumps(out[element]))
+    return out
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x))))
+
+
+def write_report(results: Dict) -> None:
+    """uncertainty.md (tables) and uncertainty.png (reliability plot) from the JSON."""
+    lo, hi = TARGETS["force_coverage"]
+    lines = ["# Uncertainty on new data (benchmarks/uncertainty.py)", ""]
+    if results.get("coverage"):
+        lines += ["## Coverage of the 90 % intervals on the test sets", "",
+                  f"Target: force {lo:.0%}-{hi:.0%} of test atoms, energy "
+                  f"{TARGETS['energy_coverage'][0]:.0%}-{TARGETS['energy_coverage'][1]:.0%} of test frames.", "",
+                  "| model | element | force interval covers | energy interval covers | Spearman(σ_F, \\|ΔF\\|) "
+                  "| per config_type (force) |", "|---|---|---|---|---|---|"]
+        for name, c in results["coverage"].items():
+            per = ", ".join(f"{ct} {v['force_coverage']:.1%}" for ct, v in c["per_config_type"].items())
+            lines.append(f"| {name} | {c['element']} | {c['force_coverage']:.1%} ({c['atoms']} atoms) | "
+                         f"{c['energy_coverage']:.0%} ({c['frames']} frames) | {c['force_sigma_spearman']:.3f} | "
+                         f"{per} |")
+    if results.get("ood"):
+        lines += ["", "## Out-of-distribution detection (one config_type left out of training)", "",
+                  f"Target: AUROC ≥ {TARGETS['auroc']} per atom.", "",
+                  "| element | left out | AUROC per atom | AUROC per frame (max σ_F) | RMS \\|ΔF\\| in / out | "
+                  "RMS σ_F in / out | 90 % interval covers (out) |", "|---|---|---|---|---|---|---|"]
+        for r in results["ood"].values():
+            lines.append(f"| {r['element']} | {r['left_out']} ({r['out_atoms']} atoms) | {r['auroc_atoms']:.3f} | "
+                         f"{r['auroc_frames']:.3f} | {r['in_rms_error']:.3f} / {r['out_rms_error']:.3f} | "
+                         f"{r['in_rms_sigma']:.3f} / {r['out_rms_sigma']:.3f} | {r['out_force_coverage']:.1%} |")
+    if results.get("temperature"):
+        lines += ["", "## Temperature extrapolation", "",
+                  f"Target: Spearman(σ_F, \\|ΔF\\|) ≥ {TARGETS['spearman']} on the hotter frames.", "",
+                  "| element | trained up to | tested at | atoms | Spearman | RMS \\|ΔF\\| (trained T → hot) | "
+                  "RMS σ_F (trained T → hot) | 90 % interval covers |", "|---|---|---|---|---|---|---|---|"]
+        for r in results["temperature"].values():
+            lines.append(f"| {r['element']} | {r['trained_up_to_K']:.0f} K | "
+                         f"{', '.join(f'{t:.0f}' for t in r['tested_at_K'])} K | {r['atoms']} | "
+                         f"{r['sigma_spearman']:.3f} | {r['in_temperature_rms_error']:.3f} → {r['rms_error']:.3f} | "
+                         f"{r['in_temperature_rms_sigma']:.3f} → {r['rms_sigma']:.3f} | {r['force_coverage']:.1%} |")
+    if results.get("commands"):
+        lines += ["", "Commands:", ""] + [f"    {c}" for c in results["commands"].values()]
+    (RESULTS / "uncertainty.md").write_text("\n".join(lines) + "\n")
+    if results.get("coverage"):
+        _plot(results["coverage"])
+
+
+def _plot(coverage: Dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for name, c in coverage.items():
+        r = c["reliability"]
+        axes[0].plot(r["nominal"], r["observed"], "o-", ms=3, label=name)
+        axes[1].loglog(r["bin_rms_sigma"], r["bin_rms_error"], "o-", ms=4, label=name)
+    axes[0].plot([0, 1], [0, 1], "k--", lw=0.8)
+    axes[0].set(xlabel="nominal coverage", ylabel="observed coverage (test atoms)",
+                title="force intervals (Maxwell with RMS σ_F)")
+    lim = axes[1].get_xlim()
+    axes[1].plot(lim, lim, "k--", lw=0.8)
+    axes[1].set(xlabel="RMS σ_F in bin (eV/Å)", ylabel="RMS |ΔF| in bin (eV/Å)",
+                title="error against σ_F (10 equal-count bins)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "uncertainty.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("part", choices=["coverage", "ood", "temperature", "report"])
+    p.add_argument("--models", nargs="+", default=[], help="coverage: NAME=MODEL.pt:ELEMENT")
+    p.add_argument("--elements", nargs="+", default=["Si", "Ge"])
+    p.add_argument("--left-out", nargs="+", default=["Surface", "Vacancy", "AIMD-NVT"])
+    p.add_argument("--config", default=str(QUICKSTART), help="training recipe of the ood/temperature runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(RESULTS / "runs" / "uncertainty"))
+    args = p.parse_args()
+    results = json.loads(OUT_JSON.read_text()) if OUT_JSON.is_file() else {}
+    work = Path(args.work)
+    if args.part == "coverage":
+        results.setdefault("coverage", {}).update(part_coverage(args.models))
+    elif args.part == "ood":
+        results.setdefault("ood", {}).update(part_ood(args.elements, args.left_out, args.config, work, args.seed))
+    elif args.part == "temperature":
+        results.setdefault("temperature", {}).update(part_temperature(args.elements, args.config, work, args.seed))
+    if args.part != "report":
+        import sys
+        results.setdefault("commands", {})[args.part + " " + " ".join(args.elements)] = \
+            "python benchmarks/uncertainty.py " + " ".join(sys.argv[1:])
+    OUT_JSON.write_text(json.dumps(results, indent=2))
+    write_report(results)
+
+
+if __name__ == "__main__":
+    main()
