@@ -393,6 +393,11 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
     assert "energy MAE" in ev and "Spearman" in ev and "largest energy errors" in ev
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["per_frame"]) == report["all"]["frames"] and "energy_interval_observed_coverage" in report["all"]
+    # per config_type coverage, weighted by atoms, adds up to the overall one
+    groups = report["per_config_type"].values()
+    pooled = sum(g["force_interval_coverage"] * g["atoms"] for g in groups) / report["all"]["atoms"]
+    assert pooled == pytest.approx(report["all"]["interval_observed_coverage"], abs=1e-12)
+    assert "intervals cover" in ev
     assert (tmp_path / "plots" / "parity.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "calibration.png").stat().st_size > 1000
     bad = subprocess.run(cli + ["info", str(tmp_path / "missing.pt")], capture_output=True, text=True,

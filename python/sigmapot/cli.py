@@ -101,7 +101,8 @@ def _evaluate(args: argparse.Namespace) -> None:
           f"{a['interval_nominal_coverage']:.0%} interval covers {a['energy_interval_observed_coverage']:.1%}")
     for ct, m in report["per_config_type"].items():
         print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "
-              f"({m['frames']} frames)")
+              f"({m['frames']} frames); intervals cover {m['force_interval_coverage']:.1%} of atoms, "
+              f"{m['energy_interval_coverage']:.0%} of frames")
     print("largest energy errors (frame, config_type, dE and sigma_E in meV/atom):")
     for r in sorted(report["per_frame"], key=lambda r: -abs(r["energy_error_meV_atom"]))[:3]:
         print(f"  {r['index']:5d} {r['config_type']:12s} {r['energy_error_meV_atom']:+8.2f} "

@@ -119,6 +119,17 @@ def energy_uncertainty_metrics(rows: Sequence[Dict], coverage: float) -> Dict[st
             "energy_interval_observed_coverage": float(np.mean(err <= normal_half_width(coverage) * sig))}
 
 
+def interval_coverage(frames: Sequence[Frame], preds: Sequence[Dict], coverage: float) -> Dict[str, float]:
+    """Shares of atoms inside their force interval and of frames inside the central `coverage` interval
+    of a normal with their sigma_E (for one config_type: a test set's groups can be covered unevenly)."""
+    err = np.concatenate([np.linalg.norm(p["forces"] - f.forces, axis=1) for f, p in zip(frames, preds)])
+    half = np.concatenate([p["forces_interval"] for p in preds])
+    e_err = np.array([abs(p["energy"] - f.energy) for f, p in zip(frames, preds)])
+    e_sig = np.array([p["energy_std"] for p in preds])
+    return {"force_interval_coverage": float(np.mean(err <= half)),
+            "energy_interval_coverage": float(np.mean(e_err <= normal_half_width(coverage) * e_sig))}
+
+
 def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Optional[str] = None,
              dtype: Optional[str] = None) -> Dict:
     calc = SigmaCalculator(model, dtype=dtype)
@@ -133,7 +144,8 @@ def evaluate(model: str, data: str, plots: Optional[str] = None, json_path: Opti
     for ct in sorted({f.config_type for f in frames}):
         idx = [k for k, f in enumerate(frames) if f.config_type == ct]
         group, group_preds = [frames[k] for k in idx], [preds[k] for k in idx]
-        report["per_config_type"][ct] = error_metrics(group, group_preds)
+        report["per_config_type"][ct] = dict(error_metrics(group, group_preds),
+                                             **interval_coverage(group, group_preds, coverage))
         check = shear_order_check(group, group_preds)
         if check is not None:
             report["stress_convention"][ct] = check
