@@ -72,8 +72,8 @@ def fit_force_sigma(raw: np.ndarray, err: np.ndarray) -> tuple[float, float, flo
 
     def nll(theta: np.ndarray) -> float:
         log_a, b, log_c = theta
-        s2 = np.exp(2 * (log_a + b * log_raw)) + np.exp(2 * log_c)
-        return float(np.mean(np.log(s2) + e2 / s2))
+        log_s2 = np.logaddexp(2 * (log_a + b * log_raw), 2 * log_c)      # no overflow on wild steps
+        return float(np.mean(log_s2 + e2 * np.exp(np.minimum(-log_s2, 700.0))))
 
     def power_law(b: float) -> float:
         # the optimal a of the floor-free fit has a closed form: a^2 = mean(e^2 / raw^(2b))
@@ -83,7 +83,7 @@ def fit_force_sigma(raw: np.ndarray, err: np.ndarray) -> tuple[float, float, flo
     if len(raw) < MIN_ATOMS_FOR_EXPONENT:
         return math.exp(power_law(1.0)), 1.0, FORCE_RESOLUTION
     c_max = math.log(max(FORCE_RESOLUTION, math.sqrt(e2.mean())))
-    bounds = [(None, None), (0.25, 2.0), (c_min, c_max)]
+    bounds = [(-30.0, 30.0), (0.25, 2.0), (c_min, c_max)]
     starts = [np.array([power_law(b), b, c]) for b in (0.5, 1.0, 1.5) for c in (c_min, 0.5 * (c_min + c_max))]
     best = min((minimize(nll, x0, method="L-BFGS-B", bounds=bounds) for x0 in starts), key=lambda r: r.fun)
     log_a, b, log_c = best.x
