@@ -403,6 +403,8 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
     bad = subprocess.run(cli + ["info", str(tmp_path / "missing.pt")], capture_output=True, text=True,
                          env=_env())
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+    bad = subprocess.run(cli + ["calibrate", str(tmp_path / "plots")], capture_output=True, text=True, env=_env())
+    assert bad.returncode == 2 and "finished 'sigmapot train' run" in bad.stderr
 
 
 def _env():
