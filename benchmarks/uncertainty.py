@@ -10,8 +10,8 @@ reliability plot are rebuilt from the JSON after every part):
   score how well per-atom sigma_F separates the left-out atoms (its frames of train.extxyz and
   test.extxyz, never trained on) from the in-distribution test atoms: AUROC per atom and per frame
   (largest sigma_F of the frame).
-- temperature: train without the AIMD-NVT and Vacancy frames above --max-temperature (per element), then
-  take the frames at 1.5-2.5x that temperature (from both files): Spearman(sigma_F, |dF|) per atom, the
+- temperature: train without the AIMD-NVT and Vacancy frames above MAX_TEMPERATURE (per element), then
+  take the frames at HOT (1.5-2.5x) that temperature (from both files): Spearman(sigma_F, |dF|) per atom, the
   interval coverage and the rise of sigma_F and error over the in-temperature test frames.
 
 The ood and temperature runs use --config (default: the quickstart recipe, 5 min per run; the full
@@ -32,6 +32,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from common import REPO, RESULTS
+from sigmapot.evaluate import spearman
 
 DATA = REPO.parent / "shared" / "data" / "mlearn"
 QUICKSTART = REPO / "examples" / "configs" / "si_quickstart.yaml"
@@ -39,6 +40,7 @@ OUT_JSON = RESULTS / "uncertainty.json"
 # Highest AIMD temperature trained on in the temperature part: the data's next-but-one temperatures
 # above it are 1518 K (1.8x, Si) and 1816 / 2422 K (1.7x / 2.2x, Ge).
 MAX_TEMPERATURE = {"Si": 843.0, "Ge": 1089.0}
+HOT = (1.5, 2.5)          # the tested frames' temperatures, as multiples of MAX_TEMPERATURE
 TARGETS = {"force_coverage": (0.87, 0.93), "energy_coverage": (0.85, 0.95), "auroc": 0.9, "spearman": 0.6}
 
 
@@ -64,13 +66,14 @@ def predict(model: Path, atoms_list: Sequence) -> List[Dict[str, np.ndarray]]:
     return out
 
 
-def force_rows(atoms_list: Sequence, preds: Sequence[Dict]) -> Dict[str, np.ndarray]:
-    """Per atom: calibrated sigma_F, interval half-width, |dF|; and the frame each atom belongs to."""
+def force_rows(labels: Sequence, preds: Sequence[Dict]) -> Dict[str, np.ndarray]:
+    """Per atom: calibrated sigma_F, interval half-width, |dF| against the labelled forces (ASE Atoms or
+    (n, 3) arrays, one per frame); and the frame each atom belongs to."""
+    forces = [f if isinstance(f, np.ndarray) else f.get_forces() for f in labels]
     return {"sigma": np.concatenate([p["forces_std"] for p in preds]),
             "half": np.concatenate([p["forces_interval"] for p in preds]),
-            "error": np.concatenate([np.linalg.norm(p["forces"] - a.get_forces(), axis=1)
-                                     for a, p in zip(atoms_list, preds)]),
-            "frame": np.concatenate([[k] * len(a) for k, a in enumerate(atoms_list)])}
+            "error": np.concatenate([np.linalg.norm(p["forces"] - f, axis=1) for f, p in zip(forces, preds)]),
+            "frame": np.concatenate([[k] * len(f) for k, f in enumerate(forces)])}
 
 
 def train_on(atoms_list: Sequence, run: Path, config: str, seed: int) -> Path:
@@ -99,37 +102,35 @@ def read(element: str, split: str) -> list:
 
 
 def part_coverage(models: Sequence[str]) -> Dict:
-    """NAME=MODEL:ELEMENT -> test coverage of the force and energy intervals, all and per config_type."""
-    from sigmapot.calibrate import normal_half_width
+    """NAME=MODEL:ELEMENT -> test coverage of the force and energy intervals, all and per config_type,
+    measured by `sigmapot evaluate`'s own functions."""
+    from sigmapot.calculator import SigmaCalculator
+    from sigmapot.data import read_frames
+    from sigmapot.evaluate import interval_coverage, predict_frames, uncertainty_metrics
     out = {}
     for spec in models:
         name, rest = spec.split("=", 1)
         model, element = rest.rsplit(":", 1)
-        test = read(element, "test")
-        preds = predict(Path(model), test)
-        rows = force_rows(test, preds)
-        inside = rows["error"] <= rows["half"]
-        z = normal_half_width(0.9)
-        e_err = np.array([abs(p["energy"] - a.get_potential_energy()) for a, p in zip(test, preds)])
-        e_inside = e_err <= z * np.array([p["energy_std"] for p in preds])
-        types = np.array([a.info["config_type"] for a in test])
-        atom_types = types[rows["frame"]]
-        out[name] = {"model": model, "element": element, "atoms": int(len(inside)), "frames": len(test),
-                     "force_coverage": float(inside.mean()), "energy_coverage": float(e_inside.mean()),
-                     "force_sigma_spearman": float(_spearman(rows["sigma"], rows["error"])),
-                     "per_config_type": {ct: {"atoms": int((atom_types == ct).sum()),
-                                              "force_coverage": float(inside[atom_types == ct].mean()),
-                                              "frames": int((types == ct).sum()),
-                                              "energy_coverage": float(e_inside[types == ct].mean())}
-                                         for ct in sorted(set(types))},
-                     "reliability": _reliability(rows)}
+        calc = SigmaCalculator(model)
+        coverage = float(calc.metadata["calibration"]["coverage"])
+        frames = read_frames(DATA / element / "test.extxyz")
+        preds = predict_frames(calc, frames)
+        groups = {ct: [k for k, f in enumerate(frames) if f.config_type == ct]
+                  for ct in sorted({f.config_type for f in frames})}
+        share = interval_coverage(frames, preds, coverage)
+        out[name] = {"model": model, "element": element, "atoms": sum(f.natoms for f in frames),
+                     "frames": len(frames), "force_coverage": share["force_interval_coverage"],
+                     "energy_coverage": share["energy_interval_coverage"],
+                     "force_sigma_spearman": uncertainty_metrics(frames, preds, coverage)["force_sigma_spearman"],
+                     "per_config_type": {},
+                     "reliability": _reliability(force_rows([f.forces for f in frames], preds))}
+        for ct, idx in groups.items():
+            group = interval_coverage([frames[k] for k in idx], [preds[k] for k in idx], coverage)
+            out[name]["per_config_type"][ct] = {
+                "atoms": sum(frames[k].natoms for k in idx), "force_coverage": group["force_interval_coverage"],
+                "frames": len(idx), "energy_coverage": group["energy_interval_coverage"]}
         print(name, json.dumps({k: v for k, v in out[name].items() if k != "reliability"}, indent=1))
     return out
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-    return float(spearmanr(x, y).statistic)
 
 
 def _reliability(rows: Dict[str, np.ndarray]) -> Dict[str, list]:
@@ -198,7 +199,7 @@ def part_ood(elements: Sequence[str], left_out: Sequence[str], config: str, work
                 "in_rms_error": _rms(r_in["error"]), "out_rms_error": _rms(r_out["error"]),
                 "in_rms_sigma": _rms(r_in["sigma"]), "out_rms_sigma": _rms(r_out["sigma"]),
                 "out_force_coverage": float(np.mean(r_out["error"] <= r_out["half"])),
-                "out_sigma_spearman": _spearman(r_out["sigma"], r_out["error"])}
+                "out_sigma_spearman": spearman(r_out["sigma"], r_out["error"])}
             print(json.dumps(out[f"{element}/{ct}"]))
     return out
 
@@ -213,20 +214,19 @@ def part_temperature(elements: Sequence[str], config: str, work: Path, seed: int
                          config, seed)
         near = [a for a in test if temperature(a) is not None and temperature(a) <= t_max]
         r_near = force_rows(near, predict(model, near))
-        for lo, hi in ((1.5, 2.5),):
-            far = [a for a in hot if lo * t_max <= temperature(a) <= hi * t_max]
-            r = force_rows(far, predict(model, far))
-            out[element] = {"element": element, "trained_up_to_K": t_max,
-                            "tested_at_K": sorted({temperature(a) for a in far}), "frames": len(far),
-                            "atoms": int(len(r["sigma"])), "sigma_spearman": _spearman(r["sigma"], r["error"]),
-                            "sigma_spearman_if_exact": spearman_ceiling(r["sigma"]),
-                            "force_coverage": float(np.mean(r["error"] <= r["half"])),
-                            "rms_error": _rms(r["error"]), "rms_sigma": _rms(r["sigma"]),
-                            "in_temperature_rms_error": _rms(r_near["error"]),
-                            "in_temperature_rms_sigma": _rms(r_near["sigma"]),
-                            "in_temperature_sigma_spearman": _spearman(r_near["sigma"], r_near["error"]),
-                            "in_temperature_sigma_spearman_if_exact": spearman_ceiling(r_near["sigma"])}
-            print(json.dumps(out[element]))
+        far = [a for a in hot if HOT[0] * t_max <= temperature(a) <= HOT[1] * t_max]
+        r = force_rows(far, predict(model, far))
+        out[element] = {"element": element, "trained_up_to_K": t_max,
+                        "tested_at_K": sorted({temperature(a) for a in far}), "frames": len(far),
+                        "atoms": int(len(r["sigma"])), "sigma_spearman": spearman(r["sigma"], r["error"]),
+                        "sigma_spearman_if_exact": spearman_ceiling(r["sigma"]),
+                        "force_coverage": float(np.mean(r["error"] <= r["half"])),
+                        "rms_error": _rms(r["error"]), "rms_sigma": _rms(r["sigma"]),
+                        "in_temperature_rms_error": _rms(r_near["error"]),
+                        "in_temperature_rms_sigma": _rms(r_near["sigma"]),
+                        "in_temperature_sigma_spearman": spearman(r_near["sigma"], r_near["error"]),
+                        "in_temperature_sigma_spearman_if_exact": spearman_ceiling(r_near["sigma"])}
+        print(json.dumps(out[element]))
     return out
 
 
@@ -235,7 +235,7 @@ def spearman_ceiling(sigma: np.ndarray, draws: int = 20) -> float:
     RMS sigma_F on each atom.  Where sigma_F varies little between atoms, the scatter of single errors
     keeps even a perfect sigma far below 1."""
     rng = np.random.default_rng(0)
-    return float(np.mean([_spearman(sigma, sigma / np.sqrt(3.0) * np.linalg.norm(
+    return float(np.mean([spearman(sigma, sigma / np.sqrt(3.0) * np.linalg.norm(
         rng.normal(size=(len(sigma), 3)), axis=1)) for _ in range(draws)]))
 
 
