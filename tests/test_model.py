@@ -168,7 +168,7 @@ def test_model_files_without_the_compiled_operators(sige_model, model_file, tmp_
     original = export.load_ops
     export.load_ops = lambda: False
     try:
-        with pytest.warns(UserWarning, match="slower PyTorch invariants"):
+        with pytest.warns(UserWarning, match="slower PyTorch path"):
             plain = export_model(sige_model, tmp_path / "plain.pt")
     finally:
         export.load_ops = original

@@ -37,7 +37,7 @@ def export_model(model: SigmaModel, path: str | Path, dtype: torch.dtype = torch
     exported.dtype_name = "float64" if dtype == torch.float64 else "float32"
     exported.use_ops = load_ops()
     if not exported.use_ops:
-        warnings.warn(missing_ops_message() + "; exporting with the slower PyTorch invariants")
+        warnings.warn(missing_ops_message() + "; exporting with the slower PyTorch path")
     meta = {
         "format_version": FORMAT_VERSION,
         "model_kind": "sigmapot",

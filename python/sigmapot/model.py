@@ -27,8 +27,9 @@ from torch import nn
 from .config import ModelConfig
 
 # Of the exported file; 2: forward() takes with_virial; 3: may call the compiled operators
-# (torch.ops.sigmapot, sigmapot.ops).  Readers accept MIN_FORMAT_VERSION..FORMAT_VERSION.
-FORMAT_VERSION = 3
+# (torch.ops.sigmapot, sigmapot.ops); 4: may call sigmapot::atom_energies (the fused atom-level part).
+# Readers accept MIN_FORMAT_VERSION..FORMAT_VERSION.
+FORMAT_VERSION = 4
 MIN_FORMAT_VERSION = 2
 
 # Symmetric Cartesian monomials of a unit vector up to degree 3: column c of `_monomials` is
@@ -77,6 +78,12 @@ def _envelope(r: torch.Tensor, cutoff: float, p: float) -> torch.Tensor:
     env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x.pow(p) + p * (p + 2.0) * x.pow(p + 1.0)
            - p * (p + 1.0) / 2.0 * x.pow(p + 2.0))
     return torch.where(r < cutoff, env, torch.zeros_like(env))
+
+
+def _component_major(basis: torch.Tensor) -> torch.Tensor:
+    """Atom-major basis moments (G, n, 20, B) -> component-major (G, 20 * n, B) (see _invariants)."""
+    G, n, B = basis.shape[0], basis.shape[1], basis.shape[3]
+    return basis.transpose(1, 2).reshape(G, 20 * n, B)
 
 
 def _pad(values: torch.Tensor, flat: torch.Tensor, n: int, width: int) -> torch.Tensor:
@@ -147,9 +154,9 @@ class SigmaModel(nn.Module):
     elements: List[str]
     dtype_name: str
     metadata_json: str
-    # Invariants by the fused compiled operator on CPU (sigmapot.ops), set by export when the library is
-    # loaded.  Final: TorchScript compiles only the branch taken, so a file exported without the
-    # operator never names it.  Training keeps the PyTorch path (it needs a double backward).
+    # The compiled operators on CPU (sigmapot.ops), set by export when the library is loaded.  Final:
+    # TorchScript compiles only the branch taken, so a file exported without the operators never names
+    # them.  Training keeps the PyTorch path (it needs a double backward).
     use_ops: Final[bool]
 
     def __init__(self, config: ModelConfig, seed: int = 0):
@@ -227,11 +234,11 @@ class SigmaModel(nn.Module):
 
     def basis_moments(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
                       vec: torch.Tensor, n_local: int) -> torch.Tensor:
-        """Neighbour sums of the 20 monomials times the radial basis functions, (G, 20 * n_local, B):
-        the only part of the model that sees the edges."""
+        """Neighbour sums of the 20 monomials times the radial basis functions, (G, 20 * n_local, B)
+        component-major (see _invariants): the only part of the model that sees the edges."""
         r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
         flat, width = self._slots(center, n_local)
-        return self._neighbour_sums(phi, ylm, flat, width, n_local)[0]
+        return _component_major(self._neighbour_sums(phi, ylm, flat, width, n_local)[0])
 
     def _edge_terms(self, species: torch.Tensor, neighbor: torch.Tensor,
                     vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -265,26 +272,22 @@ class SigmaModel(nn.Module):
 
     def _neighbour_sums(self, phi: torch.Tensor, ylm: torch.Tensor, flat: torch.Tensor, width: int,
                         n_local: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Basis moments (G, 20 * n_local, B), and the padded basis (G, n, width, B) and monomials
-        (G, n, width, 20) they were summed from."""
-        G, B = phi.shape[0], phi.shape[-1]
+        """Basis moments (G, n_local, 20, B) (atom-major), and the padded basis (G, n, width, B) and
+        monomials (G, n, width, 20) they were summed from."""
         phi_pad, ylm_pad = _pad(phi, flat, n_local, width), _pad(ylm, flat, n_local, width)
         # The radial channel mix is linear, so it commutes with the neighbour sum: sum the monomials
         # against the Nb basis functions first (n, 20, Nb), then mix to K channels with one large matmul.
         # The per-edge (E, K) radial tensor is never formed; the batched sums are K/Nb times smaller.
-        basis_moments = torch.matmul(ylm_pad.transpose(2, 3), phi_pad)            # (G, n, 20, B)
-        # component-major (G, 20, n, B): see _invariants
-        return basis_moments.transpose(1, 2).reshape(G, 20 * n_local, B), phi_pad, ylm_pad
+        return torch.matmul(ylm_pad.transpose(2, 3), phi_pad), phi_pad, ylm_pad     # (G, n, 20, B)
 
-    def _edge_gradients(self, grad: torch.Tensor, species: torch.Tensor, neighbor: torch.Tensor,
+    def _edge_gradients(self, g: torch.Tensor, species: torch.Tensor, neighbor: torch.Tensor,
                         vec: torch.Tensor, r: torch.Tensor, u: torch.Tensor, phi_pad: torch.Tensor,
                         ylm_pad: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        """dE/dr_ij (G', E, 3) from grad = dE/d(basis moments) (G', 20 * n, B): the chain rule through
+        """dE/dr_ij (G', E, 3) from g = dE/d(basis moments) (G', n, 20, B): the chain rule through
         the neighbour sums, monomials and radial basis written out, so that no autograd graph is kept
         over the edges, and all G' (members) in one batched pass."""
-        Gp, B = grad.shape[0], grad.shape[-1]
+        Gp = g.shape[0]
         n, width = phi_pad.shape[1], phi_pad.shape[2]
-        g = grad.view(Gp, 20, n, B).transpose(1, 2).contiguous()                  # (G', n, 20, B)
         dphi = bessel_basis_derivative(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
         dphi_pad = _pad(self._element_blocks(dphi, species, neighbor), flat, n, width)
         if self.use_ops:
@@ -346,19 +349,13 @@ class SigmaModel(nn.Module):
         b1 = torch.bmm(a1.reshape(Mm, 3 * n, K), mix[0]).view(Mm, 3, n, K)
         b2 = torch.bmm(a2.reshape(Mm, 6 * n, K), mix[1]).view(Mm, 6, n, K)
         b3 = torch.bmm(a3.reshape(Mm, 10 * n, K), mix[2]).view(Mm, 10, n, K)
-        if self.use_ops:
-            if moments.device.type == "cpu":
-                x = torch.ops.sigmapot.invariants(moments, b1, b2, b3)
-            else:
-                x = self.invariant_products(moments, b1, b2, b3)
-        else:
-            x = self.invariant_products(moments, b1, b2, b3)
-        return (x - self.feature_mean) / self.feature_std
+        return (self.invariant_products(moments, b1, b2, b3) - self.feature_mean) / self.feature_std
 
     def invariant_products(self, moments: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor,
                            b3: torch.Tensor) -> torch.Tensor:
         """The invariants (M', n, 10K), unstandardised, from the moments and the mixed b1, b2, b3: the
-        PyTorch path (training, CUDA, and the reference of the compiled operator)."""
+        PyTorch path (training, CUDA), and the reference of the compiled rows (sigmapot::invariants,
+        which files of format 3 call, and sigmapot::atom_energies)."""
         K = self.num_channels
         Mm, n = moments.shape[0], moments.shape[2]
         a0, a1, a2, a3 = moments.split([1, 3, 6, 10], dim=1)
@@ -402,6 +399,51 @@ class SigmaModel(nn.Module):
         x = self.descriptors(species, center, neighbor, vec, n_local)
         return self.readout(species[:n_local], x)
 
+    def _atom_level(self, species: torch.Tensor, basis: torch.Tensor,
+                    with_members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-member energies (M, n) and dE/d(basis moments) (G', n, 20, B) from the basis moments
+        (n, 20, B): per member (G' = M) with `with_members`, else summed over the members (G' = 1).
+        On CPU in an exported file, the fused operator torch.ops.sigmapot.atom_energies; else
+        `atom_energies_reference`."""
+        if self.use_ops:
+            if basis.device.type == "cpu":
+                weights: List[torch.Tensor] = []
+                biases: List[torch.Tensor] = []
+                for layer in self.mlp:
+                    weights.append(layer.weight)
+                    biases.append(layer.bias)
+                h, grad = torch.ops.sigmapot.atom_energies(
+                    basis, self.radial_weight, self.channel_mix, self.feature_mean, self.feature_std,
+                    weights, biases, species, float(self.energy_scale.item()), with_members)
+                return self.reference_energy[species] + self.energy_scale * h, grad
+            return self.atom_energies_reference(species, basis, with_members)
+        return self.atom_energies_reference(species, basis, with_members)
+
+    def atom_energies_reference(self, species: torch.Tensor, basis: torch.Tensor,
+                                with_members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`_atom_level` in PyTorch (training's operations, CUDA, and the reference of the compiled
+        operator): the radial mix outside autograd, autograd from the moments through the channel
+        mixes, invariants and readout, and one matmul back to the basis moments."""
+        M, n, K = self.ensemble_size, basis.shape[0], self.num_channels
+        with torch.no_grad():
+            moments = torch.matmul(_component_major(basis.unsqueeze(0)), self.radial_weight)   # (M', 20 n, K)
+        # A member's energy depends on its own moments only, so one backward pass gives every member's
+        # gradient (a shared descriptor needs a copy per member).
+        if with_members and moments.shape[0] < M:
+            moments = moments.expand(M, -1, -1).clone()
+        moments.requires_grad_(True)
+        x = self._invariants(moments.view(moments.shape[0], 20, n, K))
+        member_energy = self.readout(species, x)
+        grad = torch.autograd.grad([member_energy.sum()], [moments], allow_unused=True)[0]
+        if grad is None:  # no atoms
+            grad = torch.zeros_like(moments)
+        # to the basis moments: per member, or summed over the members for the mean force
+        grad = torch.matmul(grad, self.radial_weight.transpose(1, 2))           # (M', 20 n, B)
+        if not with_members:
+            grad = grad.sum(0, keepdim=True)
+        B = grad.shape[-1]
+        return member_energy.detach(), grad.view(grad.shape[0], 20, n, B).transpose(1, 2).contiguous()
+
     # ------------------------------------------------------------------ the exported entry points
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
                 n_local: int, with_members: bool, with_virial: bool = True) -> Dict[str, torch.Tensor]:
@@ -414,41 +456,26 @@ class SigmaModel(nn.Module):
         n_all = species.shape[0]
         center, neighbor = edge_index[0], edge_index[1]
         vec = edge_vec.unsqueeze(0)
-        # The edge-level forward (basis, monomials, neighbour sums) and the radial channel mix run once
-        # and outside autograd: autograd covers the atom-level part only (channel mixes, invariants,
-        # readout), down to the moments; from there to the edge vectors the chain rule is written out
-        # (a matmul back to the basis moments, then `_edge_gradients`).
+        # The edge-level forward (basis, monomials, neighbour sums) runs once and outside autograd; the
+        # atom-level part gives the energies and their gradient w.r.t. the basis moments
+        # (`_atom_level`), and from there to the edge vectors the chain rule is written out
+        # (`_edge_gradients`).
         with torch.no_grad():
             r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
             flat, width = self._slots(center, n_local)
-            shared, phi_pad, ylm_pad = self._neighbour_sums(phi, ylm, flat, width, n_local)
-            moments = torch.matmul(shared, self.radial_weight)                    # (M', 20 n, K)
-        # Autograd from the moments on; a member's energy depends on its own moments only, so one
-        # backward pass gives every member's gradient (a shared descriptor needs a copy per member).
-        if with_members and moments.shape[0] < M:
-            moments = moments.expand(M, -1, -1).clone()
-        moments.requires_grad_(True)
-        K = self.num_channels
-        x = self._invariants(moments.view(moments.shape[0], 20, n_local, K))
-        member_energy = self.readout(species[:n_local], x)
-        grad = torch.autograd.grad([member_energy.sum()], [moments], allow_unused=True)[0]
-        if grad is None:  # no atoms
-            grad = torch.zeros_like(moments)
-        # to the basis moments: per member, or summed over the members for the mean force
-        grad = torch.matmul(grad, self.radial_weight.transpose(1, 2))           # (M', 20 n, B)
-        if not with_members:
-            grad = grad.sum(0, keepdim=True)
+            basis, phi_pad, ylm_pad = self._neighbour_sums(phi, ylm, flat, width, n_local)
+        member_energy, grad = self._atom_level(species[:n_local], basis[0], with_members)
         dE_dr = self._edge_gradients(grad, species, neighbor, vec, r, u, phi_pad, ylm_pad, flat)
         members: Dict[str, torch.Tensor] = {}
         if with_members:
             mean_grad = dE_dr.mean(0)
-            members["member_energy"] = member_energy.detach()
+            members["member_energy"] = member_energy
             members["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
         else:
             mean_grad = dE_dr[0] / M                  # the gradient of the members' summed energy
 
         out: Dict[str, torch.Tensor] = {
-            "energy": member_energy.mean(0).detach(),
+            "energy": member_energy.mean(0),
             "forces": edge_forces(mean_grad, center, neighbor, n_all),
         }
         if with_virial:
