@@ -38,6 +38,7 @@
 #include <tuple>
 #include <vector>
 
+#include "clones.h"
 #include "invariant_rows.h"
 
 namespace {
@@ -133,14 +134,7 @@ Shapes check_inputs(const at::Tensor& basis, const at::Tensor& radial_weight, co
 
 // The invariant rows and their backward over one tile of na atoms, component-major: component c of atom i
 // at c * na * K + i * K; x is (na, F) with F = 10K.  Compiled for AVX-512 and AVX2 as well as the
-// baseline, picked at load time (GCC's target_clones): the rows are the op's only hand-written hot loops,
-// and the wheel must still run on any x86-64.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SIGMAPOT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SIGMAPOT_CLONES
-#endif
-
+// baseline (clones.h).
 #define SIGMAPOT_ROWS_FORWARD(T)                                                                          \
   SIGMAPOT_CLONES void rows_forward(const T* pa, const T* p1, const T* p2, const T* p3, T* px, int64_t na, \
                                     int64_t K) {                                                          \

@@ -5,20 +5,14 @@
 
 #include <cstdint>
 
+#include "clones.h"
+
 namespace sigmapot_rows {
 
 // Component c of a row starts at base + c * S.
 // The k loops (stride 1) vectorise at -O3 (CMake's Release): the blocks one row writes through the same
 // pointer (po + f * K, qa + c * S) never overlap, which the compiler cannot prove (too many alias checks to
 // version for), hence the "no loop-carried dependence" pragma.
-// Always inlined, so that a caller compiled for a wider instruction set (target_clones) vectorises them
-// with its own.
-#if defined(__GNUC__)
-#define SIGMAPOT_ROW_INLINE inline __attribute__((always_inline))
-#else
-#define SIGMAPOT_ROW_INLINE inline
-#endif
-
 #if defined(__clang__)
 #define SIGMAPOT_IVDEP _Pragma("clang loop vectorize(assume_safety)")
 #elif defined(__GNUC__)
@@ -57,7 +51,7 @@ namespace sigmapot_rows {
 
 // One row (m, i): each pointer is the row's start in its tensor, S the component stride (n * K).
 template <typename T>
-SIGMAPOT_ROW_INLINE void forward_row(const T* __restrict pa, const T* __restrict p1, const T* __restrict p2,
+SIGMAPOT_INLINE void forward_row(const T* __restrict pa, const T* __restrict p1, const T* __restrict p2,
                         const T* __restrict p3, T* __restrict po, const int64_t S, const int64_t K) {
   SIGMAPOT_IVDEP
   for (int64_t k = 0; k < K; ++k) {
@@ -78,7 +72,7 @@ SIGMAPOT_ROW_INLINE void forward_row(const T* __restrict pa, const T* __restrict
 }
 
 template <typename T>
-SIGMAPOT_ROW_INLINE void backward_row(const T* __restrict pg, const T* __restrict pa, const T* __restrict p1,
+SIGMAPOT_INLINE void backward_row(const T* __restrict pg, const T* __restrict pa, const T* __restrict p1,
                          const T* __restrict p2, const T* __restrict p3, T* __restrict qa, T* __restrict q1,
                          T* __restrict q2, T* __restrict q3, const int64_t S, const int64_t K) {
   SIGMAPOT_IVDEP

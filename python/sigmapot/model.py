@@ -27,7 +27,8 @@ from torch import nn
 from .config import ModelConfig
 
 # Of the exported file; 2: forward() takes with_virial; 3: may call the compiled operators
-# (torch.ops.sigmapot, sigmapot.ops); 4: may call sigmapot::atom_energies (the fused atom-level part).
+# (torch.ops.sigmapot, sigmapot.ops); 4: may call sigmapot::edge_basis, atom_energies and
+# edge_vector_gradients (the whole model in three compiled passes).
 # Readers accept MIN_FORMAT_VERSION..FORMAT_VERSION.
 FORMAT_VERSION = 4
 MIN_FORMAT_VERSION = 2
@@ -290,13 +291,7 @@ class SigmaModel(nn.Module):
         n, width = phi_pad.shape[1], phi_pad.shape[2]
         dphi = bessel_basis_derivative(r, self.cutoff, self.num_radial, self.envelope_p) / self.avg_num_neighbors
         dphi_pad = _pad(self._element_blocks(dphi, species, neighbor), flat, n, width)
-        if self.use_ops:
-            if g.device.type == "cpu":
-                slots = torch.ops.sigmapot.edge_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
-            else:
-                slots = self.slot_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
-        else:
-            slots = self.slot_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
+        slots = self.slot_gradients(g, ylm_pad[0], phi_pad[0], dphi_pad[0])
         per_edge = slots.view(Gp, n * width, 4).index_select(1, flat)           # only 4 numbers per edge
         g_u, g_r = per_edge[..., :3], per_edge[..., 3]                           # (G', E, 3), (G', E)
         # u = r_ij / max(|r_ij|, r_min), |r_ij|: du/dr_ij = (1 - u u^T) / |r_ij|, d|r_ij|/dr_ij = u
@@ -310,8 +305,9 @@ class SigmaModel(nn.Module):
                        dphi_pad: torch.Tensor) -> torch.Tensor:
         """Per (atom, slot) of the padded layout, (G', n, width, 4): dE/du_a (a = x, y, z) and dE/d|r|
         of the slot's edge, from g = dE/d(basis moments) (G', n, 20, B), the slot's monomials
-        (n, width, 20), radial basis and its r-derivative (n, width, B).  The PyTorch path (CUDA, and the
-        reference of the compiled operator torch.ops.sigmapot.edge_gradients)."""
+        (n, width, 20), radial basis and its r-derivative (n, width, B).  The PyTorch path, and the
+        reference of the compiled operator torch.ops.sigmapot.edge_gradients (which files of format 3
+        call)."""
         Gp, n, width = g.shape[0], phi_pad.shape[0], phi_pad.shape[1]
         # Monomials: dY_c/du_a = sum_d C[c, 10 a + d] Y_d (degree <= 2), folded into g per atom first:
         # dE/du_a = sum_{d,b} (sum_c C[c, 10 a + d] g[i, c, b]) phi_b(r_ij) Y_d(u_ij).
@@ -399,31 +395,58 @@ class SigmaModel(nn.Module):
         x = self.descriptors(species, center, neighbor, vec, n_local)
         return self.readout(species[:n_local], x)
 
-    def _atom_level(self, species: torch.Tensor, basis: torch.Tensor,
-                    with_members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-member energies (M, n) and dE/d(basis moments) (G', n, 20, B) from the basis moments
-        (n, 20, B): per member (G' = M) with `with_members`, else summed over the members (G' = 1).
-        On CPU in an exported file, the fused operator torch.ops.sigmapot.atom_energies; else
-        `atom_energies_reference`."""
+    def _energies_and_edge_gradients(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                                     edge_vec: torch.Tensor, n_local: int,
+                                     with_members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-member energies (M, n_local) and dE/dr_ij (G', E, 3), per member (G' = M) with
+        `with_members`, else of the members' summed energy (G' = 1).  On CPU in an exported file: three
+        compiled operators (edge basis, atom level, edge gradients); else the PyTorch path."""
         if self.use_ops:
-            if basis.device.type == "cpu":
+            if edge_vec.device.type == "cpu":
+                neighbor_species = species[neighbor]
+                scale = 1.0 / float(self.avg_num_neighbors.item())
+                basis = torch.ops.sigmapot.edge_basis(edge_vec, center, neighbor_species, n_local, self.num_elements,
+                                                      self.cutoff, self.num_radial, self.envelope_p, scale)
                 weights: List[torch.Tensor] = []
                 biases: List[torch.Tensor] = []
                 for layer in self.mlp:
                     weights.append(layer.weight)
                     biases.append(layer.bias)
+                local = species[:n_local]
                 h, grad = torch.ops.sigmapot.atom_energies(
                     basis, self.radial_weight, self.channel_mix, self.feature_mean, self.feature_std,
-                    weights, biases, species, float(self.energy_scale.item()), with_members)
-                return self.reference_energy[species] + self.energy_scale * h, grad
-            return self.atom_energies_reference(species, basis, with_members)
-        return self.atom_energies_reference(species, basis, with_members)
+                    weights, biases, local, float(self.energy_scale.item()), with_members)
+                dE_dr = torch.ops.sigmapot.edge_vector_gradients(grad, edge_vec, center, neighbor_species,
+                                                                 self.num_elements, self.cutoff, self.num_radial,
+                                                                 self.envelope_p, scale)
+                return self.reference_energy[local] + self.energy_scale * h, dE_dr
+            return self._energies_and_edge_gradients_reference(species, center, neighbor, edge_vec, n_local,
+                                                               with_members)
+        return self._energies_and_edge_gradients_reference(species, center, neighbor, edge_vec, n_local,
+                                                           with_members)
+
+    def _energies_and_edge_gradients_reference(self, species: torch.Tensor, center: torch.Tensor,
+                                               neighbor: torch.Tensor, edge_vec: torch.Tensor, n_local: int,
+                                               with_members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """`_energies_and_edge_gradients` in PyTorch (CUDA, files without the operators, and the reference
+        of the operators).  The edge-level forward (basis, monomials, neighbour sums) runs outside
+        autograd; `atom_energies_reference` gives the energies and their gradient w.r.t. the basis
+        moments, and from there to the edge vectors the chain rule is written out (`_edge_gradients`)."""
+        vec = edge_vec.unsqueeze(0)
+        with torch.no_grad():
+            r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
+            flat, width = self._slots(center, n_local)
+            basis, phi_pad, ylm_pad = self._neighbour_sums(phi, ylm, flat, width, n_local)
+        member_energy, grad = self.atom_energies_reference(species[:n_local], basis[0], with_members)
+        return member_energy, self._edge_gradients(grad, species, neighbor, vec, r, u, phi_pad, ylm_pad, flat)
 
     def atom_energies_reference(self, species: torch.Tensor, basis: torch.Tensor,
                                 with_members: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """`_atom_level` in PyTorch (training's operations, CUDA, and the reference of the compiled
-        operator): the radial mix outside autograd, autograd from the moments through the channel
-        mixes, invariants and readout, and one matmul back to the basis moments."""
+        """Per-member energies (M, n) and dE/d(basis moments) (G', n, 20, B) from the basis moments
+        (n, 20, B), per member (G' = M) or summed over the members (G' = 1): training's operations, and
+        the reference of sigmapot::atom_energies.  The radial mix runs outside autograd, autograd from the
+        moments through the channel mixes, invariants and readout, and one matmul back to the basis
+        moments."""
         M, n, K = self.ensemble_size, basis.shape[0], self.num_channels
         with torch.no_grad():
             moments = torch.matmul(_component_major(basis.unsqueeze(0)), self.radial_weight)   # (M', 20 n, K)
@@ -448,24 +471,15 @@ class SigmaModel(nn.Module):
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor,
                 n_local: int, with_members: bool, with_virial: bool = True) -> Dict[str, torch.Tensor]:
         """Energies, forces, virials (and per-member values) from a neighbour list; see
-        docs/model_interface.md.  Must not run under torch.inference_mode: the atom-level part of the
-        forces is autograd.
+        docs/model_interface.md.  Must not run under torch.inference_mode: the PyTorch path's atom-level
+        part is autograd.
         `with_virial=False` skips the three virial outputs (an MD step that needs no pressure)."""
         self._check_inputs(species, edge_index, edge_vec, n_local)
         M = self.ensemble_size
         n_all = species.shape[0]
         center, neighbor = edge_index[0], edge_index[1]
-        vec = edge_vec.unsqueeze(0)
-        # The edge-level forward (basis, monomials, neighbour sums) runs once and outside autograd; the
-        # atom-level part gives the energies and their gradient w.r.t. the basis moments
-        # (`_atom_level`), and from there to the edge vectors the chain rule is written out
-        # (`_edge_gradients`).
-        with torch.no_grad():
-            r, u, phi, ylm = self._edge_terms(species, neighbor, vec)
-            flat, width = self._slots(center, n_local)
-            basis, phi_pad, ylm_pad = self._neighbour_sums(phi, ylm, flat, width, n_local)
-        member_energy, grad = self._atom_level(species[:n_local], basis[0], with_members)
-        dE_dr = self._edge_gradients(grad, species, neighbor, vec, r, u, phi_pad, ylm_pad, flat)
+        member_energy, dE_dr = self._energies_and_edge_gradients(species, center, neighbor, edge_vec, n_local,
+                                                                  with_members)
         members: Dict[str, torch.Tensor] = {}
         if with_members:
             mean_grad = dE_dr.mean(0)
