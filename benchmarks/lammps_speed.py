@@ -7,7 +7,7 @@ every step (`uncertainty_every 1`).  Reports us per atom-step per core and ratio
 measurement runs --runs times and the ratios are given as min / median / max over the runs.
 
     [mpirun -np K] python benchmarks/lammps_speed.py [--model FILE.pt] [--cells 5,5,10 10,10,20] [--runs 3]
-Writes benchmarks/results/lammps_speed.{json,md}.
+Writes benchmarks/results/lammps_speed.{json,md,png} (K > 1 ranks: lammps_speed_Kranks.*).
 """
 from __future__ import annotations
 
@@ -118,11 +118,12 @@ def main() -> None:
             target = f"≤ {TARGET_UNCERTAINTY_OVER_MEAN}" if d == "float32" else "–"
             table.append(f"| {n} | {d} uncertainty step / mean-force step | {target} | "
                          f"{fmt(r['spread']['uncertainty_over_mean'][d])} |")
-    write_results("lammps_speed", {"ranks": comm.size, "steps": args.steps, "repeats": args.repeats,
+    name = "lammps_speed" if comm.size == 1 else f"lammps_speed_{comm.size}ranks"
+    write_results(name, {"ranks": comm.size, "steps": args.steps, "repeats": args.repeats,
                                    "runs": args.runs,
                                    "models": {k: str(v) for k, v in models.items()}, "results": results},
                   table, f"LAMMPS MD cost, diamond Si, {comm.size} rank(s), 1 thread/rank")
-    plot(results, RESULTS / "lammps_speed.png")
+    plot(results, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
