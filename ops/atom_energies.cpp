@@ -53,8 +53,7 @@ constexpr int64_t kMonomials = 20;
 constexpr int64_t kTileAtoms = 128;
 
 struct Shapes {
-  int64_t n, B, Md, K, M, F, Z, L;
-  std::vector<int64_t> width;  // width[l] = inputs of layer l; width[L] = 1
+  int64_t n, B, Md, K, M, F, Z, L;  // Z: elements, the first layer's inputs beyond the F features
 };
 
 void check_tensor(const at::Tensor& t, const std::string& name, int64_t dim, at::ScalarType dtype) {
@@ -116,13 +115,11 @@ Shapes check_inputs(const at::Tensor& basis, const at::Tensor& radial_weight, co
     TORCH_CHECK(biases[l].sizes() == at::IntArrayRef({s.M, 1, weights[l].size(2)}),
                 "sigmapot::atom_energies: biases[", l, "] must be (", s.M, ", 1, ", weights[l].size(2),
                 "), got ", biases[l].sizes());
-    s.width.push_back(weights[l].size(1));
   }
   TORCH_CHECK(weights[s.L - 1].size(2) == 1, "sigmapot::atom_energies: the last layer must have one output, got ",
               weights[s.L - 1].sizes());
-  s.width.push_back(1);
-  s.Z = s.width[0] - s.F;
-  TORCH_CHECK(s.Z >= 1, "sigmapot::atom_energies: the first layer takes ", s.width[0], " inputs, fewer than the ",
+  s.Z = weights[0].size(1) - s.F;
+  TORCH_CHECK(s.Z >= 1, "sigmapot::atom_energies: the first layer takes ", weights[0].size(1), " inputs, fewer than the ",
               s.F, " features plus one element");
   if (s.n > 0) {
     const int64_t lo = species.min().item<int64_t>(), hi = species.max().item<int64_t>();
@@ -177,7 +174,8 @@ void silu_backward(at::Tensor& dh, const at::Tensor& z, const at::Tensor& sg) {
   for (int64_t t = 0; t < z.numel(); ++t) pd[t] *= ps[t] * (T(1) + pz[t] * (T(1) - ps[t]));
 }
 
-// One member's descriptor of a tile: the moments A (20 na, K) and the mixes b1, b2, b3, component-major.
+// One member's descriptor of a tile: the moments A (20 na, K) and the mixes b1, b2, b3, component-major,
+// and the standardised features x (na, F).
 struct Descriptor {
   at::Tensor A, b1, b2, b3, x;
 };
@@ -293,14 +291,6 @@ std::tuple<at::Tensor, at::Tensor> atom_energies_cpu(const at::Tensor& basis_in,
   return {energy, grad};
 }
 
-// Other backends (CUDA, meta, ...): the CPU-only error instead of the dispatcher's "could not run".
-std::tuple<at::Tensor, at::Tensor> atom_energies_other_backends(
-    const at::Tensor& basis, const at::Tensor& radial, const at::Tensor& mix, const at::Tensor& mean,
-    const at::Tensor& std_, at::TensorList weights, at::TensorList biases, const at::Tensor& species,
-    double scale, bool members) {
-  return atom_energies_cpu(basis, radial, mix, mean, std_, weights, biases, species, scale, members);
-}
-
 // Autograd key: not differentiable.  Inputs that require grad are refused here, before the autograd
 // fallback would record a graph that fails only at backward time.
 std::tuple<at::Tensor, at::Tensor> atom_energies_autograd(
@@ -335,7 +325,7 @@ TORCH_LIBRARY_FRAGMENT(sigmapot, m) {
 TORCH_LIBRARY_IMPL(sigmapot, CPU, m) { m.impl("atom_energies", atom_energies_cpu); }
 
 TORCH_LIBRARY_IMPL(sigmapot, CompositeExplicitAutograd, m) {
-  m.impl("atom_energies", atom_energies_other_backends);
+  m.impl("atom_energies", atom_energies_cpu);  // other backends: its CPU-only error
 }
 
 TORCH_LIBRARY_IMPL(sigmapot, Autograd, m) { m.impl("atom_energies", atom_energies_autograd); }

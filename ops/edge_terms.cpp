@@ -24,7 +24,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -38,12 +37,8 @@ constexpr int64_t kMaxRadial = 64;
 constexpr int64_t kGrainEdges = 2048;
 constexpr double kPi = 3.14159265358979323846;
 
-// The powers (a, b, c) of u_x^a u_y^b u_z^c of the 20 monomials, in the order of model._POWERS.
-constexpr int kPowers[kMonomials][3] = {
-    {0, 0, 0}, {1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {2, 0, 0}, {1, 1, 0}, {1, 0, 1}, {0, 2, 0}, {0, 1, 1}, {0, 0, 2},
-    {3, 0, 0}, {2, 1, 0}, {2, 0, 1}, {1, 2, 0}, {1, 1, 1}, {1, 0, 2}, {0, 3, 0}, {0, 2, 1}, {0, 1, 2}, {0, 0, 3}};
-
-// dE/du_a = sum_c gy_c dY_c/du_a, with dY_c/du_a = p_a(c) Y_{c - e_a} written out (monomial order above)
+// dE/du_a = sum_c gy_c dY_c/du_a, with dY_c/du_a = p_a(c) Y_{c - e_a} written out; monomials in the order of
+// model._POWERS (1, x, y, z, xx, xy, xz, yy, yz, zz, xxx, xxy, xxz, xyy, xyz, xzz, yyy, yyz, yzz, zzz)
 template <typename T>
 SIGMAPOT_INLINE void monomial_gradient(const T* gy, const double* Y, double* g_u) {
   const double x = Y[1], y = Y[2], z = Y[3], xx = Y[4], xy = Y[5], xz = Y[6], yy = Y[7], yz = Y[8], zz = Y[9];
@@ -62,7 +57,8 @@ struct Basis {
   int64_t num_radial, envelope_p, num_elements;
 };
 
-// One edge's geometry: |r|, u, monomials Y and radial basis phi (and its r-derivative when dphi != nullptr).
+// One edge's geometry: |r|, u and the monomials Y (edge_geometry also writes the radial basis phi, and its
+// r-derivative when dphi != nullptr).
 struct Edge {
   double r, u[3], Y[kMonomials];
 };
@@ -146,10 +142,6 @@ void reject_grad(const char* op, std::initializer_list<const at::Tensor*> ts) {
     TORCH_CHECK(!(t->defined() && t->requires_grad()), op,
                 " is inference-only (not differentiable), but an input requires grad: detach the inputs, or "
                 "use the model's PyTorch path");
-}
-
-Basis make_basis(double cutoff, int64_t num_radial, int64_t envelope_p, int64_t num_elements, double scale) {
-  return Basis{cutoff, scale, num_radial, envelope_p, num_elements};
 }
 
 // Edges bucketed by centre (counting sort, stable: the caller's order within an atom): the edges of atom i
@@ -286,7 +278,7 @@ SIGMAPOT_EDGE_RANGES(double)
 at::Tensor edge_basis_cpu(const at::Tensor& vec, const at::Tensor& center, const at::Tensor& neighbor_species,
                           int64_t n, int64_t num_elements, double cutoff, int64_t num_radial, int64_t envelope_p,
                           double scale) {
-  const Basis b = make_basis(cutoff, num_radial, envelope_p, num_elements, scale);
+  const Basis b{cutoff, scale, num_radial, envelope_p, num_elements};
   const EdgeInputs in = check_edges("sigmapot::edge_basis", vec, center, neighbor_species, b, n);
   at::Tensor out = at::empty({n, kMonomials, num_elements * num_radial}, vec.options());
   const Buckets bk = bucket_by_centre(in, n);
@@ -300,7 +292,7 @@ at::Tensor edge_basis_cpu(const at::Tensor& vec, const at::Tensor& center, const
 at::Tensor edge_vector_gradients_cpu(const at::Tensor& g_in, const at::Tensor& vec, const at::Tensor& center,
                                      const at::Tensor& neighbor_species, int64_t num_elements, double cutoff,
                                      int64_t num_radial, int64_t envelope_p, double scale) {
-  const Basis b = make_basis(cutoff, num_radial, envelope_p, num_elements, scale);
+  const Basis b{cutoff, scale, num_radial, envelope_p, num_elements};
   TORCH_CHECK(g_in.defined() && g_in.dim() == 4 && g_in.size(2) == kMonomials &&
                   g_in.size(3) == num_elements * num_radial,
               "sigmapot::edge_vector_gradients: g must be (G, n, 20, ", num_elements * num_radial, "), got ",
