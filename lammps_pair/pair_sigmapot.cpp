@@ -41,8 +41,9 @@ struct SigmapotModel {
 }    // namespace LAMMPS_NS
 
 // model file formats read (sigmapot.model.FORMAT_VERSION): 2: forward() takes with_virial; 3: may call
-// the compiled operators of libsigmapot_ops.so, which this plugin links; 4: may call atom_energies
-static constexpr int SIGMAPOT_FORMAT_VERSION = 4;
+// the compiled operators of libsigmapot_ops.so, which this plugin links; 4: may call atom_energies;
+// 5: may call edge_forces
+static constexpr int SIGMAPOT_FORMAT_VERSION = 5;
 static constexpr int SIGMAPOT_MIN_FORMAT_VERSION = 2;
 // 1024 atoms keep a chunk's float32 work arrays in the shared L3 cache: measured faster than 8192 on one
 // rank and scaling 1 -> 2 ranks at 0.99 instead of 0.75 (docs/experiments.md)

@@ -37,19 +37,24 @@ constexpr int64_t kMaxRadial = 64;
 constexpr int64_t kGrainEdges = 2048;
 constexpr double kPi = 3.14159265358979323846;
 
-// dE/du_a = sum_c gy_c dY_c/du_a, with dY_c/du_a = p_a(c) Y_{c - e_a} written out; monomials in the order of
-// model._POWERS (1, x, y, z, xx, xy, xz, yy, yz, zz, xxx, xxy, xxz, xyy, xyz, xzz, yyy, yyz, yzz, zzz)
-template <typename T>
-SIGMAPOT_INLINE void monomial_gradient(const T* gy, const double* Y, double* g_u) {
+// dE/du_a = sum_c q_c dY_c/du_a for G rows at once (q[c G + m], out g_u[a G + m]), with dY_c/du_a =
+// p_a(c) Y_{c - e_a} written out; monomials in the order of model._POWERS (1, x, y, z, xx, xy, xz, yy, yz,
+// zz, xxx, xxy, xxz, xyy, xyz, xzz, yyy, yyz, yzz, zzz).  GM: G when known at compile time, else 0.
+template <int64_t GM>
+SIGMAPOT_INLINE void monomial_gradient(const double* q_all, const double* Y, int64_t G_rt, double* g_u) {
+  const int64_t G = GM > 0 ? GM : G_rt;
   const double x = Y[1], y = Y[2], z = Y[3], xx = Y[4], xy = Y[5], xz = Y[6], yy = Y[7], yz = Y[8], zz = Y[9];
-  double q[kMonomials];
-  for (int c = 0; c < kMonomials; ++c) q[c] = double(gy[c]);
-  g_u[0] = q[1] + 2 * q[4] * x + q[5] * y + q[6] * z + 3 * q[10] * xx + 2 * (q[11] * xy + q[12] * xz) +
-           q[13] * yy + q[14] * yz + q[15] * zz;
-  g_u[1] = q[2] + q[5] * x + 2 * q[7] * y + q[8] * z + q[11] * xx + 2 * (q[13] * xy + q[17] * yz) +
-           q[14] * xz + 3 * q[16] * yy + q[18] * zz;
-  g_u[2] = q[3] + q[6] * x + q[8] * y + 2 * q[9] * z + q[12] * xx + q[14] * xy + 2 * (q[15] * xz + q[18] * yz) +
-           q[17] * yy + 3 * q[19] * zz;
+  for (int64_t m = 0; m < G; ++m) {
+    const double* q = q_all + m;  // q[c * G] is q_c of row m
+#define Q(c) q[(c) * G]
+    g_u[m] = Q(1) + 2 * Q(4) * x + Q(5) * y + Q(6) * z + 3 * Q(10) * xx + 2 * (Q(11) * xy + Q(12) * xz) +
+             Q(13) * yy + Q(14) * yz + Q(15) * zz;
+    g_u[G + m] = Q(2) + Q(5) * x + 2 * Q(7) * y + Q(8) * z + Q(11) * xx + 2 * (Q(13) * xy + Q(17) * yz) +
+                 Q(14) * xz + 3 * Q(16) * yy + Q(18) * zz;
+    g_u[2 * G + m] = Q(3) + Q(6) * x + Q(8) * y + 2 * Q(9) * z + Q(12) * xx + Q(14) * xy +
+                     2 * (Q(15) * xz + Q(18) * yz) + Q(17) * yy + 3 * Q(19) * zz;
+#undef Q
+  }
 }
 
 struct Basis {
@@ -177,6 +182,20 @@ struct Task {
   T* out;
 };
 
+// dst[c stride + r] += Y_c phi_r (c < 20, r < Nb; NB: Nb when known at compile time, else 0): one edge's
+// term of the neighbour sums, as 20 vector passes; restrict lets the compiler vectorise over r.
+template <typename T, int64_t NB>
+SIGMAPOT_INLINE void outer_accumulate(const double* Y, const T* __restrict phi, int64_t Nb_rt, int64_t stride,
+                                      T* __restrict dst) {
+  const int64_t Nb = NB > 0 ? NB : Nb_rt;
+  for (int64_t c = 0; c < kMonomials; ++c) {
+    const T y = static_cast<T>(Y[c]);
+    T* __restrict d = dst + c * stride;
+#pragma GCC unroll 1  // else GCC unrolls the 8 radial terms completely and leaves them scalar
+    for (int64_t r = 0; r < Nb; ++r) d[r] += y * phi[r];
+  }
+}
+
 // NB: the number of radial functions when known at compile time (the default 8), else 0 (b.num_radial).
 template <typename T, int64_t NB>
 SIGMAPOT_INLINE void basis_atoms(const Task<T>& t, int64_t begin, int64_t end) {
@@ -194,64 +213,86 @@ SIGMAPOT_INLINE void basis_atoms(const Task<T>& t, int64_t begin, int64_t end) {
       edge_geometry(v, t.b, e, phi, nullptr);
       T phi_t[kMaxRadial];
       for (int64_t r = 0; r < Nb; ++r) phi_t[r] = static_cast<T>(phi[r]);
-      T* block = row + species[k] * Nb;
-      for (int64_t c = 0; c < kMonomials; ++c) {
-        const T y = static_cast<T>(e.Y[c]);
-        T* dst = block + c * C;
-        for (int64_t r = 0; r < Nb; ++r) dst[r] += y * phi_t[r];
-      }
+      outer_accumulate<T, NB>(e.Y, phi_t, Nb, C, row + species[k] * Nb);
     }
   }
 }
 
+// out[w] = sum_r coeff[r] rows[r][w] for w < width (W: width when known at compile time, else 0): the
+// vector pass of both edge contractions; restrict lets the compiler keep out in registers.
+template <typename T, int64_t W>
+SIGMAPOT_INLINE void row_combination(const double* coeff, const T* __restrict rows, int64_t num_rows,
+                                     int64_t width_rt, T* __restrict out) {
+  const int64_t width = W > 0 ? W : width_rt;
+  for (int64_t w = 0; w < width; ++w) out[w] = T(0);
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const T c = static_cast<T>(coeff[r]);
+    for (int64_t w = 0; w < width; ++w) out[w] += c * rows[r * width + w];
+  }
+}
+
 // ------------------------------------------------------------------------------------------ gradients
-// Per centre atom: each member's block of g is transposed once (gt[b][c] = g[c][b]), so that both
-// contractions of an edge are vector passes: gy_c = sum_b phi_b gt[b][c] and gp_b = sum_c Y_c g[c][b].
-template <typename T, int64_t NB>
+// Per centre atom, g of every member is laid out member-minor once per element block z:
+//   Ag[z][c][m Nb + b] = g[m][c][z Nb + b]   and   Bg[z][b][c G + m] = g[m][c][z Nb + b],
+// so that an edge's two contractions, gp_{m b} = sum_c Y_c g_m[c][b] and gy_{c m} = sum_b phi_b g_m[c][b],
+// are 20 and Nb vector passes over all members at once (G Nb and 20 G wide, no horizontal sums), and the
+// monomial derivative and the projection run across members (4 doubles for the default ensemble).
+// GM: the number of rows G when known at compile time (1, 4, 8), else 0 (t.G).
+template <typename T, int64_t NB, int64_t GM>
 SIGMAPOT_INLINE void gradient_atoms(const Task<T>& t, int64_t begin, int64_t end) {
-  const int64_t Nb = NB > 0 ? NB : t.b.num_radial, C = t.b.num_elements * Nb, G = t.G, n = t.n, E = t.in.E;
+  const int64_t Nb = NB > 0 ? NB : t.b.num_radial, Z = t.b.num_elements, C = Z * Nb;
+  const int64_t G = GM > 0 ? GM : t.G, n = t.n, E = t.in.E;
   const T* vec = t.in.vec.template const_data_ptr<T>();
   const int64_t* species = t.in.species.template const_data_ptr<int64_t>();
   const double r_min = 1e-4 * t.b.cutoff;
   Edge e;
   double phi[kMaxRadial], dphi[kMaxRadial];
-  std::vector<T> gt(G * C * kMonomials);
+  std::vector<T> Ag(Z * kMonomials * G * Nb), Bg(Z * Nb * kMonomials * G), gp(G * Nb), gy(kMonomials * G);
+  std::vector<double> q(kMonomials * G), g_u(3 * G), g_r(G);
   for (int64_t i = begin; i < end; ++i) {
     if (t.bk.start[i] == t.bk.start[i + 1]) continue;
     for (int64_t m = 0; m < G; ++m) {
       const T* block = t.g + (m * n + i) * kMonomials * C;
-      T* tr = gt.data() + m * C * kMonomials;
-      for (int64_t c = 0; c < kMonomials; ++c)
-        for (int64_t col = 0; col < C; ++col) tr[col * kMonomials + c] = block[c * C + col];
+      for (int64_t z = 0; z < Z; ++z)
+        for (int64_t c = 0; c < kMonomials; ++c)
+          for (int64_t b = 0; b < Nb; ++b) {
+            const T v = block[c * C + z * Nb + b];
+            Ag[((z * kMonomials + c) * G + m) * Nb + b] = v;
+            Bg[((z * Nb + b) * kMonomials + c) * G + m] = v;
+          }
     }
-    for (int64_t q = t.bk.start[i]; q < t.bk.start[i + 1]; ++q) {
-      const int64_t k = t.bk.order[q];
+    for (int64_t q_ = t.bk.start[i]; q_ < t.bk.start[i + 1]; ++q_) {
+      const int64_t k = t.bk.order[q_];
       const double v[3] = {double(vec[3 * k]), double(vec[3 * k + 1]), double(vec[3 * k + 2])};
       edge_geometry(v, t.b, e, phi, dphi);
-      T phi_t[kMaxRadial], dphi_t[kMaxRadial], Y_t[kMonomials];
-      for (int64_t r = 0; r < Nb; ++r) phi_t[r] = static_cast<T>(phi[r]), dphi_t[r] = static_cast<T>(dphi[r]);
-      for (int64_t c = 0; c < kMonomials; ++c) Y_t[c] = static_cast<T>(e.Y[c]);
+      const int64_t z = species[k];
+      const T* A = Ag.data() + z * kMonomials * G * Nb;
+      const T* B = Bg.data() + z * Nb * kMonomials * G;
+      T* gp_ = gp.data();
+      T* gy_ = gy.data();
+      row_combination<T, GM * NB>(e.Y, A, kMonomials, G * Nb, gp_);
+      row_combination<T, GM * kMonomials>(phi, B, Nb, kMonomials * G, gy_);
+      double* gr = g_r.data();
+      for (int64_t m = 0; m < G; ++m) {  // dE/d|r| = sum_b gp_b dphi_b
+        T acc = 0;
+        for (int64_t b = 0; b < Nb; ++b) acc += gp_[m * Nb + b] * static_cast<T>(dphi[b]);
+        gr[m] = double(acc);
+      }
+      double* q_m = q.data();
+      for (int64_t w = 0; w < kMonomials * G; ++w) q_m[w] = double(gy_[w]);
+      double* gu = g_u.data();
+      monomial_gradient<GM>(q_m, e.Y, G, gu);
       const double inv_r = 1.0 / std::max(e.r, r_min), inv_len = 1.0 / std::max(e.r, 1e-30);
-      const int64_t z0 = species[k] * Nb;
+      const bool tangential = e.r >= r_min;
       for (int64_t m = 0; m < G; ++m) {
-        const T* block = t.g + (m * n + i) * kMonomials * C + z0;
-        const T* tr = gt.data() + (m * C + z0) * kMonomials;
-        T gy[kMonomials] = {}, gp[kMaxRadial] = {};
-        for (int64_t r = 0; r < Nb; ++r)
-          for (int64_t c = 0; c < kMonomials; ++c) gy[c] += phi_t[r] * tr[r * kMonomials + c];
-        for (int64_t c = 0; c < kMonomials; ++c)
-          for (int64_t r = 0; r < Nb; ++r) gp[r] += Y_t[c] * block[c * C + r];
-        T g_r = 0;  // dE/d|r| = sum_b gp_b dphi_b
-        for (int64_t r = 0; r < Nb; ++r) g_r += gp[r] * dphi_t[r];
-        double g_u[3];
-        monomial_gradient(gy, e.Y, g_u);
         // du/dr_ij = (1 - u u^T) / |r| (tangential) where |r| >= r_min; d|r|/dr_ij = r_ij / |r|
-        if (e.r >= r_min) {
-          const double dot = g_u[0] * e.u[0] + g_u[1] * e.u[1] + g_u[2] * e.u[2];
-          for (int a = 0; a < 3; ++a) g_u[a] -= e.u[a] * dot;
+        double ga[3] = {gu[m], gu[G + m], gu[2 * G + m]};
+        if (tangential) {
+          const double dot = ga[0] * e.u[0] + ga[1] * e.u[1] + ga[2] * e.u[2];
+          for (int a = 0; a < 3; ++a) ga[a] -= e.u[a] * dot;
         }
         T* o = t.out + (m * E + k) * 3;
-        for (int a = 0; a < 3; ++a) o[a] = static_cast<T>(g_u[a] * inv_r + double(g_r) * v[a] * inv_len);
+        for (int a = 0; a < 3; ++a) o[a] = static_cast<T>(ga[a] * inv_r + gr[m] * v[a] * inv_len);
       }
     }
   }
@@ -266,10 +307,14 @@ SIGMAPOT_INLINE void gradient_atoms(const Task<T>& t, int64_t begin, int64_t end
       basis_atoms<T, 0>(t, begin, end);                                                 \
   }                                                                                     \
   SIGMAPOT_CLONES void gradient_range(const Task<T>& t, int64_t begin, int64_t end) {   \
-    if (t.b.num_radial == 8)                                                            \
-      gradient_atoms<T, 8>(t, begin, end);                                              \
+    if (t.b.num_radial == 8 && t.G == 1)                                                \
+      gradient_atoms<T, 8, 1>(t, begin, end);                                           \
+    else if (t.b.num_radial == 8 && t.G == 4)                                           \
+      gradient_atoms<T, 8, 4>(t, begin, end);                                           \
+    else if (t.b.num_radial == 8 && t.G == 8)                                           \
+      gradient_atoms<T, 8, 8>(t, begin, end);                                           \
     else                                                                                \
-      gradient_atoms<T, 0>(t, begin, end);                                              \
+      gradient_atoms<T, 0, 0>(t, begin, end);                                           \
   }
 SIGMAPOT_EDGE_RANGES(float)
 SIGMAPOT_EDGE_RANGES(double)

@@ -1,3 +1,3 @@
 #include "sigmapot_ops.h"
 
-extern "C" int sigmapot_ops_version() { return 2; }
+extern "C" int sigmapot_ops_version() { return 3; }

@@ -77,7 +77,9 @@ def test_basis_equals_the_reference(elements, num_radial, envelope_p, shuffle):
     assert got[0].abs().max() == 0                                                     # the atom without edges
 
 
-@pytest.mark.parametrize("elements,num_radial,G", [(("Si", "Ge"), 8, 3), (("Si",), 8, 1), (("Si", "Ge", "C"), 5, 2)])
+# G = 1, 4, 8 with 8 radial functions are compiled for their sizes, the others take the general kernel
+@pytest.mark.parametrize("elements,num_radial,G", [(("Si", "Ge"), 8, 3), (("Si",), 8, 1), (("Si", "Ge", "C"), 5, 2),
+                                                   (("Si", "Ge"), 8, 4), (("Si",), 8, 8), (("Si", "Ge"), 6, 4)])
 def test_gradients_equal_the_reference(elements, num_radial, G):
     net = model(elements, num_radial)
     n = 25

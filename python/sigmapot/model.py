@@ -28,9 +28,9 @@ from .config import ModelConfig
 
 # Of the exported file; 2: forward() takes with_virial; 3: may call the compiled operators
 # (torch.ops.sigmapot, sigmapot.ops); 4: may call sigmapot::edge_basis, atom_energies and
-# edge_vector_gradients (the whole model in three compiled passes).
+# edge_vector_gradients (the whole model in three compiled passes); 5: may call sigmapot::edge_forces.
 # Readers accept MIN_FORMAT_VERSION..FORMAT_VERSION.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 MIN_FORMAT_VERSION = 2
 
 # Symmetric Cartesian monomials of a unit vector up to degree 3: column c of `_monomials` is
@@ -482,20 +482,29 @@ class SigmaModel(nn.Module):
                                                                   with_members)
         members: Dict[str, torch.Tensor] = {}
         if with_members:
-            mean_grad = dE_dr.mean(0)
+            # forces are linear in dE/dr: the mean force is the mean of the member forces (one scatter)
+            member_forces = self._edge_forces(dE_dr, center, neighbor, n_all)
             members["member_energy"] = member_energy
-            members["member_forces"] = edge_forces(dE_dr, center, neighbor, n_all)
+            members["member_forces"] = member_forces
+            forces = member_forces.mean(0)
         else:
-            mean_grad = dE_dr[0] / M                  # the gradient of the members' summed energy
+            forces = self._edge_forces(dE_dr, center, neighbor, n_all)[0] / M   # of the members' summed energy
 
-        out: Dict[str, torch.Tensor] = {
-            "energy": member_energy.mean(0),
-            "forces": edge_forces(mean_grad, center, neighbor, n_all),
-        }
+        out: Dict[str, torch.Tensor] = {"energy": member_energy.mean(0), "forces": forces}
         if with_virial:
+            mean_grad = dE_dr.mean(0) if with_members else dE_dr[0] / M
             out.update(edge_virials(edge_vec, mean_grad, center, neighbor, n_all))
         out.update(members)
         return out
+
+    def _edge_forces(self, dE_dr: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
+                     n_all: int) -> torch.Tensor:
+        """Atom forces (G, n_all, 3) of each row of dE/dr_ij (G, E, 3): the compiled scatter on CPU in an
+        exported file (sigmapot::edge_forces, the same sums), else `edge_forces`."""
+        if self.use_ops:
+            if dE_dr.device.type == "cpu":
+                return torch.ops.sigmapot.edge_forces(dE_dr, center, neighbor, n_all)
+        return edge_forces(dE_dr, center, neighbor, n_all)
 
     @torch.jit.export
     def uncertainty(self, member_energy: torch.Tensor, member_forces: torch.Tensor,
