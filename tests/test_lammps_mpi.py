@@ -225,3 +225,21 @@ def test_lmp_autoload_and_fix_halt(mpirun, plugin, model_file, tmp_path):
     assert "Fix halt condition for fix-id stop met" in proc.stdout, proc.stdout[-2000:]
     assert step < 200 and step % 5 == 0
     assert maxsf > threshold
+
+
+def test_reading_data_on_one_rank_under_mpi(mpirun, tmp_path):
+    """read_frames on rank 0 alone, then a broadcast: ASE's default read is itself a collective under MPI
+    (rank 0 reads and broadcasts), which hung rank 0 and fed rank 1's broadcast an array instead."""
+    data = Path(__file__).resolve().parents[1] / "examples" / "data" / "mlearn_Si" / "test.extxyz"
+    script = tmp_path / "read_on_root.py"
+    script.write_text(f"""
+from mpi4py import MPI
+from sigmapot.data import read_frames
+comm = MPI.COMM_WORLD
+n = len(read_frames({str(data)!r})) if comm.rank == 0 else None
+print("FRAMES", comm.rank, comm.bcast(n))
+""")
+    proc = run_mpi(mpirun, 2, [sys.executable, script], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = sorted(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("FRAMES"))
+    assert len(counts) == 2 and counts[0][1] == counts[1][1] and int(counts[0][1]) > 0

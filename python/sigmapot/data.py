@@ -52,7 +52,9 @@ def read_frames(path: str | Path) -> List[Frame]:
     if path.stat().st_size == 0:
         raise DataError(f"data file '{path}' is empty")
     try:
-        images = ase.io.read(str(path), index=":")
+        # parallel=False: under MPI, ASE's default reads on rank 0 and broadcasts, a collective that
+        # hangs (or feeds another broadcast) when only some ranks read
+        images = ase.io.read(str(path), index=":", parallel=False)
     except Exception as exc:
         raise DataError(f"cannot read '{path}' with ASE ({type(exc).__name__}: {exc}); give an "
                         "extended XYZ file or another format ASE reads") from None

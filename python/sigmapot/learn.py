@@ -169,7 +169,7 @@ def read_structures(spec: str) -> List[Atoms]:
 
     path, index = split_spec(spec)
     try:
-        images = ase.io.read(path, index=index)
+        images = ase.io.read(path, index=index, parallel=False)   # see data.read_frames
     except Exception as exc:
         raise ConfigError(f"cannot read structures '{spec}' with ASE: {type(exc).__name__}: {exc}") from None
     images = images if isinstance(images, list) else [images]
@@ -235,7 +235,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def read_frames_file(path: Path) -> List[Atoms]:
     import ase.io
 
-    return ase.io.read(str(path), index=":") if path.is_file() and path.stat().st_size else []
+    return ase.io.read(str(path), index=":", parallel=False) if path.is_file() and path.stat().st_size else []
 
 
 class Labeller:
