@@ -36,10 +36,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q tests
 
-# Performance benchmarks, ~20 min on 2 cores: results as JSON/markdown/PNG in benchmarks/results.
+# Performance benchmarks, ~30 min on 2 cores: results as JSON/markdown/PNG in benchmarks/results.
 bench: install
 	export PATH=$(CURDIR)/$(BIN):$$PATH; \
 	$(BIN)/python benchmarks/lammps_speed.py && \
+	mpirun -np 2 $(BIN)/python -m mpi4py benchmarks/lammps_speed.py && \
 	$(BIN)/python benchmarks/scaling.py && \
 	$(BIN)/python benchmarks/memory.py && \
 	$(BIN)/python benchmarks/ase_speed.py && \

@@ -63,11 +63,12 @@ def selected_model(args: argparse.Namespace) -> Path:
 def run_worker(script: str, ranks: int, job: dict) -> dict:
     """Run `script --worker JOB` under `mpirun -np ranks` (1 thread per rank, a fresh process: clean
     timings and peak RSS) and return the JSON its rank 0 printed last."""
-    cmd = ["mpirun", "-np", str(ranks), sys.executable, script, "--worker", json.dumps(job)]
+    # -m mpi4py: an uncaught exception on one rank aborts all of them instead of leaving the rest waiting
+    cmd = ["mpirun", "-np", str(ranks), sys.executable, "-m", "mpi4py", script, "--worker", json.dumps(job)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:5])} {job} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:7])} {job} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

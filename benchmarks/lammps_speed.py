@@ -6,8 +6,9 @@ timed in float64 and float32, with mean forces only (`uncertainty_every 0`) and 
 every step (`uncertainty_every 1`).  Reports us per atom-step per core and ratios to SNAP; the whole
 measurement runs --runs times and the ratios are given as min / median / max over the runs.
 
-    [mpirun -np K] python benchmarks/lammps_speed.py [--model FILE.pt] [--cells 5,5,10 10,10,20] [--runs 3]
-Writes benchmarks/results/lammps_speed.{json,md,png} (K > 1 ranks: lammps_speed_Kranks.*).
+    [mpirun -np K] python [-m mpi4py] benchmarks/lammps_speed.py [--model FILE.pt] [--cells 5,5,10 10,10,20] [--runs 3]
+Writes benchmarks/results/lammps_speed.{json,md,png} (K > 1 ranks: lammps_speed_Kranks.*).  Under mpirun,
+`-m mpi4py` makes an error on one rank stop all of them (else the others wait, each spinning a core).
 """
 from __future__ import annotations
 
