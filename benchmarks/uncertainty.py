@@ -106,7 +106,8 @@ def part_coverage(models: Sequence[str]) -> Dict:
     measured by `sigmapot evaluate`'s own functions."""
     from sigmapot.calculator import SigmaCalculator
     from sigmapot.data import read_frames
-    from sigmapot.evaluate import interval_coverage, predict_frames, uncertainty_metrics
+    from sigmapot.evaluate import (energy_uncertainty_metrics, frame_metrics, interval_coverage, predict_frames,
+                                   uncertainty_metrics)
     out = {}
     for spec in models:
         name, rest = spec.split("=", 1)
@@ -118,10 +119,15 @@ def part_coverage(models: Sequence[str]) -> Dict:
         groups = {ct: [k for k, f in enumerate(frames) if f.config_type == ct]
                   for ct in sorted({f.config_type for f in frames})}
         share = interval_coverage(frames, preds, coverage)
+        force = uncertainty_metrics(frames, preds, coverage)
+        energy = energy_uncertainty_metrics(frame_metrics(frames, preds), coverage)
         out[name] = {"model": model, "element": element, "atoms": sum(f.natoms for f in frames),
                      "frames": len(frames), "force_coverage": share["force_interval_coverage"],
                      "energy_coverage": share["energy_interval_coverage"],
-                     "force_sigma_spearman": uncertainty_metrics(frames, preds, coverage)["force_sigma_spearman"],
+                     # 90 % ranges of the coverages over resampled test frames (sigmapot.evaluate.coverage_range)
+                     "force_coverage_range": force["interval_observed_coverage_range"],
+                     "energy_coverage_range": energy["energy_interval_observed_coverage_range"],
+                     "force_sigma_spearman": force["force_sigma_spearman"],
                      "per_config_type": {},
                      "reliability": _reliability(force_rows([f.forces for f in frames], preds))}
         for ct, idx in groups.items():
@@ -251,13 +257,21 @@ def write_report(results: Dict) -> None:
         lines += ["## Coverage of the 90 % intervals on the test sets", "",
                   f"Target: force {lo:.0%}-{hi:.0%} of test atoms, energy "
                   f"{TARGETS['energy_coverage'][0]:.0%}-{TARGETS['energy_coverage'][1]:.0%} of test frames.", "",
+                  "In brackets the 90 % range of each coverage over resampled test frames (bootstrap; "
+                  "the atoms of a frame share its errors): a target inside it cannot be told apart from the "
+                  "observed value on this test set.", "",
                   "| model | element | force interval covers | energy interval covers | Spearman(σ_F, \\|ΔF\\|) "
                   "| per config_type (force) |", "|---|---|---|---|---|---|"]
+
+        def ranged(c: dict, key: str, digits: int) -> str:
+            r = c.get(f"{key}_range")
+            return f"{c[key]:.{digits}%}" + (f" [{r[0]:.0%}–{r[1]:.0%}]" if r else "")
+
         for name, c in results["coverage"].items():
             per = ", ".join(f"{ct} {v['force_coverage']:.1%}" for ct, v in c["per_config_type"].items())
-            lines.append(f"| {name} | {c['element']} | {c['force_coverage']:.1%} ({c['atoms']} atoms) | "
-                         f"{c['energy_coverage']:.0%} ({c['frames']} frames) | {c['force_sigma_spearman']:.3f} | "
-                         f"{per} |")
+            lines.append(f"| {name} | {c['element']} | {ranged(c, 'force_coverage', 1)} ({c['atoms']} atoms) | "
+                         f"{ranged(c, 'energy_coverage', 0)} ({c['frames']} frames) | "
+                         f"{c['force_sigma_spearman']:.3f} | {per} |")
     if results.get("ood"):
         lines += ["", "## Out-of-distribution detection (one config_type left out of training)", "",
                   f"Target: AUROC ≥ {TARGETS['auroc']} per atom. In brackets the AUROC of the true error "

@@ -397,7 +397,9 @@ def test_cli_train_export_info_evaluate(si_data, tmp_path):
     groups = report["per_config_type"].values()
     pooled = sum(g["force_interval_coverage"] * g["atoms"] for g in groups) / report["all"]["atoms"]
     assert pooled == pytest.approx(report["all"]["interval_observed_coverage"], abs=1e-12)
-    assert "intervals cover" in ev
+    assert "intervals cover" in ev and "90 % range over resampled frames" in ev
+    lo, hi = report["all"]["interval_observed_coverage_range"]
+    assert lo <= report["all"]["interval_observed_coverage"] <= hi
     assert (tmp_path / "plots" / "parity.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "calibration.png").stat().st_size > 1000
     bad = subprocess.run(cli + ["info", str(tmp_path / "missing.pt")], capture_output=True, text=True,
@@ -590,3 +592,23 @@ def test_frame_metrics_and_energy_interval_coverage():
     assert quality["energy_interval_observed_coverage"] == 0.5
     assert quality["energy_sigma_spearman"] == pytest.approx(1.0)  # errors grow with sigma
     assert energy_uncertainty_metrics(rows[:2], 0.9)["energy_sigma_spearman"] is None  # no rank of 2 frames
+
+
+def test_coverage_range_resamples_whole_frames():
+    """The bootstrap range of a coverage: as wide as the frames allow, not as narrow as the atom count."""
+    from sigmapot.evaluate import coverage_range
+
+    # 22 of 25 frames covered (energies): the binomial spread, sqrt(0.88 * 0.12 / 25) = 0.065
+    frames = [np.array([k >= 3]) for k in range(25)]
+    lo, hi = coverage_range(frames)
+    assert lo < 0.88 < hi and 0.15 < hi - lo < 0.3
+    assert coverage_range(frames) == [lo, hi]                                  # deterministic
+    # the same share over 60 atoms per frame: covered frame by frame (shared errors) the range is as wide
+    # as for the frames alone; covered atom by atom at random, far narrower
+    by_frame = [np.full(60, bool(f[0])) for f in frames]
+    rng = np.random.default_rng(1)
+    by_atom = [rng.random(60) < 0.88 for _ in frames]
+    wide, narrow = coverage_range(by_frame), coverage_range(by_atom)
+    assert wide[1] - wide[0] == pytest.approx(hi - lo, abs=1e-12)
+    assert narrow[1] - narrow[0] < 0.4 * (wide[1] - wide[0])
+    assert coverage_range([np.ones(5, bool)] * 4) == [1.0, 1.0]

@@ -92,13 +92,17 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"force  MAE {a['force_mae']:.4f} eV/A     RMSE {a['force_rmse']:.4f}")
     if "stress_mae_GPa" in a:
         print(f"stress MAE {a['stress_mae_GPa']:.3f} GPa")
+    def span(r: list) -> str:
+        return f"(90 % range over resampled frames {r[0]:.1%}-{r[1]:.1%})"
+
     print(f"uncertainty: Spearman(sigma_F, |dF|) {a['force_sigma_spearman']:.3f}, "
-          f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%}, "
-          f"miscalibration area {a['miscalibration_area']:.3f}")
+          f"{a['interval_nominal_coverage']:.0%} interval covers {a['interval_observed_coverage']:.1%} "
+          f"{span(a['interval_observed_coverage_range'])}, miscalibration area {a['miscalibration_area']:.3f}")
     rank = a["energy_sigma_spearman"]
     print(f"energy uncertainty (per frame): Spearman(sigma_E, |dE|) "
           f"{'n/a (under 3 frames)' if rank is None else f'{rank:.3f}'}, "
-          f"{a['interval_nominal_coverage']:.0%} interval covers {a['energy_interval_observed_coverage']:.1%}")
+          f"{a['interval_nominal_coverage']:.0%} interval covers {a['energy_interval_observed_coverage']:.1%} "
+          f"{span(a['energy_interval_observed_coverage_range'])}")
     for ct, m in report["per_config_type"].items():
         print(f"  {ct:12s} E {m['energy_mae_meV_atom']:7.2f} meV/atom  F {m['force_mae']:.4f} eV/A "
               f"({m['frames']} frames); intervals cover {m['force_interval_coverage']:.1%} of atoms, "
