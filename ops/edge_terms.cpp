@@ -248,7 +248,7 @@ SIGMAPOT_INLINE void gradient_atoms(const Task<T>& t, int64_t begin, int64_t end
   Edge e;
   double phi[kMaxRadial], dphi[kMaxRadial];
   std::vector<T> Ag(Z * kMonomials * G * Nb), Bg(Z * Nb * kMonomials * G), gp(G * Nb), gy(kMonomials * G);
-  std::vector<double> q(kMonomials * G), g_u(3 * G), g_r(G);
+  std::vector<double> gy_d(kMonomials * G), g_u(3 * G), g_r(G);  // gy in float64, dE/du, dE/d|r|
   for (int64_t i = begin; i < end; ++i) {
     if (t.bk.start[i] == t.bk.start[i + 1]) continue;
     for (int64_t m = 0; m < G; ++m) {
@@ -261,38 +261,33 @@ SIGMAPOT_INLINE void gradient_atoms(const Task<T>& t, int64_t begin, int64_t end
             Bg[((z * Nb + b) * kMonomials + c) * G + m] = v;
           }
     }
-    for (int64_t q_ = t.bk.start[i]; q_ < t.bk.start[i + 1]; ++q_) {
-      const int64_t k = t.bk.order[q_];
+    for (int64_t q = t.bk.start[i]; q < t.bk.start[i + 1]; ++q) {
+      const int64_t k = t.bk.order[q];
       const double v[3] = {double(vec[3 * k]), double(vec[3 * k + 1]), double(vec[3 * k + 2])};
       edge_geometry(v, t.b, e, phi, dphi);
       const int64_t z = species[k];
       const T* A = Ag.data() + z * kMonomials * G * Nb;
       const T* B = Bg.data() + z * Nb * kMonomials * G;
-      T* gp_ = gp.data();
-      T* gy_ = gy.data();
-      row_combination<T, GM * NB>(e.Y, A, kMonomials, G * Nb, gp_);
-      row_combination<T, GM * kMonomials>(phi, B, Nb, kMonomials * G, gy_);
-      double* gr = g_r.data();
+      row_combination<T, GM * NB>(e.Y, A, kMonomials, G * Nb, gp.data());
+      row_combination<T, GM * kMonomials>(phi, B, Nb, kMonomials * G, gy.data());
       for (int64_t m = 0; m < G; ++m) {  // dE/d|r| = sum_b gp_b dphi_b
         T acc = 0;
-        for (int64_t b = 0; b < Nb; ++b) acc += gp_[m * Nb + b] * static_cast<T>(dphi[b]);
-        gr[m] = double(acc);
+        for (int64_t b = 0; b < Nb; ++b) acc += gp[m * Nb + b] * static_cast<T>(dphi[b]);
+        g_r[m] = double(acc);
       }
-      double* q_m = q.data();
-      for (int64_t w = 0; w < kMonomials * G; ++w) q_m[w] = double(gy_[w]);
-      double* gu = g_u.data();
-      monomial_gradient<GM>(q_m, e.Y, G, gu);
+      for (int64_t w = 0; w < kMonomials * G; ++w) gy_d[w] = double(gy[w]);
+      monomial_gradient<GM>(gy_d.data(), e.Y, G, g_u.data());
       const double inv_r = 1.0 / std::max(e.r, r_min), inv_len = 1.0 / std::max(e.r, 1e-30);
       const bool tangential = e.r >= r_min;
       for (int64_t m = 0; m < G; ++m) {
         // du/dr_ij = (1 - u u^T) / |r| (tangential) where |r| >= r_min; d|r|/dr_ij = r_ij / |r|
-        double ga[3] = {gu[m], gu[G + m], gu[2 * G + m]};
+        double ga[3] = {g_u[m], g_u[G + m], g_u[2 * G + m]};
         if (tangential) {
           const double dot = ga[0] * e.u[0] + ga[1] * e.u[1] + ga[2] * e.u[2];
           for (int a = 0; a < 3; ++a) ga[a] -= e.u[a] * dot;
         }
         T* o = t.out + (m * E + k) * 3;
-        for (int a = 0; a < 3; ++a) o[a] = static_cast<T>(ga[a] * inv_r + gr[m] * v[a] * inv_len);
+        for (int a = 0; a < 3; ++a) o[a] = static_cast<T>(ga[a] * inv_r + g_r[m] * v[a] * inv_len);
       }
     }
   }

@@ -92,6 +92,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"force  MAE {a['force_mae']:.4f} eV/A     RMSE {a['force_rmse']:.4f}")
     if "stress_mae_GPa" in a:
         print(f"stress MAE {a['stress_mae_GPa']:.3f} GPa")
+
     def span(r: list) -> str:
         return f"(90 % range over resampled frames {r[0]:.1%}-{r[1]:.1%})"
 
