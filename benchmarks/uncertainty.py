@@ -76,6 +76,52 @@ def force_rows(labels: Sequence, preds: Sequence[Dict]) -> Dict[str, np.ndarray]
             "frame": np.concatenate([[k] * len(f) for k, f in enumerate(forces)])}
 
 
+class DescriptorDistance:
+    """A novelty score beside sigma_F, for comparison only (it is not in the model): the Mahalanobis
+    distance of an atom's last hidden layer (`SigmaModel.last_hidden`, per member, averaged over the
+    members) from the training atoms of its run, over the largest distance of a training atom (so > 1
+    means farther out than any atom trained on).  Feature-space distances of this kind are what
+    GP- and MaxVol-type extrapolation grades build on."""
+
+    RIDGE = 1e-6                 # of the mean variance, added to the covariance's diagonal
+
+    def __init__(self, run: Path, train_atoms: Sequence):
+        from sigmapot.train import load_run
+        self.model = load_run(run)[0]
+        h = self.features(train_atoms)
+        self.mean = h.mean(1, keepdims=True)
+        cov = np.stack([np.cov(m, rowvar=False) for m in (h - self.mean)])
+        ridge = self.RIDGE * np.trace(cov, axis1=1, axis2=2)[:, None, None] / cov.shape[-1]
+        self.precision = np.linalg.inv(cov + ridge * np.eye(cov.shape[-1]))
+        self.scale = 1.0
+        self.scale = float(self(train_atoms).max())
+
+    def features(self, atoms_list: Sequence) -> np.ndarray:
+        """(M, atoms, H) over the frames in order."""
+        import torch
+
+        from sigmapot.neighbors import neighbor_list
+        model, index = self.model, {el: k for k, el in enumerate(self.model.elements)}
+        out = []
+        with torch.no_grad():
+            for a in atoms_list:
+                i, j, vec = neighbor_list(a.positions, a.cell.array, a.pbc, model.cutoff)
+                species = torch.tensor([index[s] for s in a.get_chemical_symbols()])
+                x = model.descriptors(species, torch.from_numpy(i), torch.from_numpy(j),
+                                      torch.from_numpy(vec).unsqueeze(0), len(a))
+                out.append(model.last_hidden(species, x).numpy())
+        return np.concatenate(out, axis=1)
+
+    def __call__(self, atoms_list: Sequence) -> np.ndarray:
+        d = self.features(atoms_list) - self.mean
+        return np.sqrt(np.einsum("mnf,mfg,mng->mn", d, self.precision, d).mean(0)) / self.scale
+
+
+def frame_max(values: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The largest value of each frame's atoms."""
+    return np.array([values[frame == k].max() for k in range(frame.max() + 1)])
+
+
 def train_on(atoms_list: Sequence, run: Path, config: str, seed: int) -> Path:
     """Train the recipe in `config` on these frames (written to RUN/train.extxyz); the exported model."""
     from ase.io import write
@@ -187,14 +233,19 @@ def part_ood(elements: Sequence[str], left_out: Sequence[str], config: str, work
             inside = [a for a in test if a.info["config_type"] != ct]
             outside = [a for a in train + test if a.info["config_type"] == ct]
             r_in, r_out = force_rows(inside, predict(model, inside)), force_rows(outside, predict(model, outside))
-            frame_max = [np.array([r["sigma"][r["frame"] == k].max() for k in range(r["frame"].max() + 1)])
-                         for r in (r_in, r_out)]
+            distance = DescriptorDistance(model.parent, [a for a in train if a.info["config_type"] != ct])
+            d_in, d_out = distance(inside), distance(outside)
             odd = coordination(outside, shell) != typical
             out[f"{element}/{ct}"] = {
                 "element": element, "left_out": ct, "in_atoms": int(len(r_in["sigma"])),
                 "out_atoms": int(len(r_out["sigma"])), "out_frames": len(outside),
                 "auroc_atoms": auroc(r_out["sigma"], r_in["sigma"]),
-                "auroc_frames": auroc(frame_max[1], frame_max[0]),
+                "auroc_frames": auroc(frame_max(r_out["sigma"], r_out["frame"]), frame_max(r_in["sigma"], r_in["frame"])),
+                # the same for the descriptor distance (DescriptorDistance), and its share above 1
+                "distance_auroc_atoms": auroc(d_out, d_in),
+                "distance_auroc_frames": auroc(frame_max(d_out, r_out["frame"]), frame_max(d_in, r_in["frame"])),
+                "distance_auroc_odd_atoms": auroc(d_out[odd], d_in) if odd.any() else None,
+                "distance_above_1_out": float(np.mean(d_out > 1.0)),
                 # the ceiling of any uncertainty that tracks the error: the AUROC of the true |dF|
                 "auroc_atoms_of_error": auroc(r_out["error"], r_in["error"]),
                 "odd_atoms": int(odd.sum()),
@@ -222,10 +273,14 @@ def part_temperature(elements: Sequence[str], config: str, work: Path, seed: int
         r_near = force_rows(near, predict(model, near))
         far = [a for a in hot if HOT[0] * t_max <= temperature(a) <= HOT[1] * t_max]
         r = force_rows(far, predict(model, far))
+        distance = DescriptorDistance(model.parent, [a for a in train if (temperature(a) or 0) <= t_max])
+        d_far = distance(far)
         out[element] = {"element": element, "trained_up_to_K": t_max,
                         "tested_at_K": sorted({temperature(a) for a in far}), "frames": len(far),
                         "atoms": int(len(r["sigma"])), "sigma_spearman": spearman(r["sigma"], r["error"]),
                         "sigma_spearman_if_exact": spearman_ceiling(r["sigma"]),
+                        "distance_spearman": spearman(d_far, r["error"]),
+                        "distance_above_1": float(np.mean(d_far > 1.0)),
                         "force_coverage": float(np.mean(r["error"] <= r["half"])),
                         "rms_error": _rms(r["error"]), "rms_sigma": _rms(r["sigma"]),
                         "in_temperature_rms_error": _rms(r_near["error"]),
@@ -289,6 +344,19 @@ def write_report(results: Dict) -> None:
                          f"{r['in_rms_error']:.3f} / {r['out_rms_error']:.3f} / {r['odd_rms_error']:.3f} | "
                          f"{r['in_rms_sigma']:.3f} / {r['out_rms_sigma']:.3f} / {r['odd_rms_sigma']:.3f} | "
                          f"{r['out_force_coverage']:.1%} / {r['odd_force_coverage']:.1%} |")
+        lines += ["", "The descriptor distance (a Mahalanobis distance in the readout's last hidden layer from the "
+                  "training atoms, 1 = the farthest training atom; not in the model) against σ_F, on the same "
+                  "atoms:", "",
+                  "| element | left out | AUROC per atom: σ_F / distance | per frame (max): σ_F / distance | "
+                  "odd atoms: σ_F / distance | left-out atoms with distance > 1 |", "|---|---|---|---|---|---|"]
+        for r in results["ood"].values():
+            if "distance_auroc_atoms" not in r:
+                continue
+            odd = (f"{r['auroc_odd_atoms']:.3f} / {r['distance_auroc_odd_atoms']:.3f}"
+                   if r.get("auroc_odd_atoms") is not None else "-")
+            lines.append(f"| {r['element']} | {r['left_out']} | {r['auroc_atoms']:.3f} / "
+                         f"{r['distance_auroc_atoms']:.3f} | {r['auroc_frames']:.3f} / "
+                         f"{r['distance_auroc_frames']:.3f} | {odd} | {r['distance_above_1_out']:.1%} |")
     if results.get("temperature"):
         lines += ["", "## Temperature extrapolation", "",
                   f"Target: Spearman(σ_F, \\|ΔF\\|) ≥ {TARGETS['spearman']} on the hotter frames.", "",
@@ -297,14 +365,15 @@ def write_report(results: Dict) -> None:
                   "trained on.", "",
                   "| element | trained up to | tested at | atoms | Spearman hot (if exact) | Spearman trained T "
                   "(if exact) | RMS \\|ΔF\\| (trained T → hot) | RMS σ_F (trained T → hot) | 90 % interval covers "
-                  "(hot) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "(hot) | Spearman hot, descriptor distance |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["temperature"].values():
             lines.append(f"| {r['element']} | {r['trained_up_to_K']:.0f} K | "
                          f"{', '.join(f'{t:.0f}' for t in r['tested_at_K'])} K | {r['atoms']} | "
                          f"{r['sigma_spearman']:.3f} ({r['sigma_spearman_if_exact']:.3f}) | "
                          f"{r['in_temperature_sigma_spearman']:.3f} ({r['in_temperature_sigma_spearman_if_exact']:.3f}) | "
                          f"{r['in_temperature_rms_error']:.3f} → {r['rms_error']:.3f} | "
-                         f"{r['in_temperature_rms_sigma']:.3f} → {r['rms_sigma']:.3f} | {r['force_coverage']:.1%} |")
+                         f"{r['in_temperature_rms_sigma']:.3f} → {r['rms_sigma']:.3f} | {r['force_coverage']:.1%} | "
+                         + (f"{r['distance_spearman']:.3f} |" if "distance_spearman" in r else "- |"))
     if results.get("commands"):
         lines += ["", "Commands:", ""] + [f"    {c}" for c in results["commands"].values()]
     (RESULTS / "uncertainty.md").write_text("\n".join(lines) + "\n")

@@ -440,6 +440,16 @@ def test_force_sigma_fit_recovers_scale_exponent_and_floor():
     assert fit_force_sigma(raw[:few], unit[:few] * raw[:few])[1:] == (1.0, FORCE_RESOLUTION)
 
 
+def test_force_sigma_fit_never_stretches_the_spread_super_linearly():
+    """Errors growing as raw^2 fit b = 1 (the bound), not 2: sigma_F never outgrows the spread."""
+    from sigmapot.calibrate import fit_force_sigma
+    rng = np.random.default_rng(1)
+    raw = np.exp(rng.uniform(np.log(1e-3), np.log(0.5), 8000))
+    unit = np.linalg.norm(rng.normal(size=(8000, 3)), axis=1) / np.sqrt(3)
+    a, b, c = fit_force_sigma(raw, unit * 4.0 * raw ** 2)
+    assert b == pytest.approx(1.0), (a, b, c)
+
+
 def test_force_floor_covers_sites_whose_force_vanishes_by_symmetry(sige_model):
     """Round-off spreads (1e-9) get an interval of at least q * FORCE_RESOLUTION, and old 4-value
     calibrations load with no floor."""

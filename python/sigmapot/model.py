@@ -380,14 +380,18 @@ class SigmaModel(nn.Module):
 
     def readout(self, species: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-member MLP on [features, one-hot element] -> atomic energies (M, n)."""
+        h = self.mlp[-1](self.last_hidden(species, x))
+        return self.reference_energy[species] + self.energy_scale * h.squeeze(-1)
+
+    def last_hidden(self, species: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The readout's last hidden layer (M, n, H), from which each member's atomic energy is linear."""
         onehot = torch.nn.functional.one_hot(species, self.num_elements).to(x.dtype)
         x = x.expand(self.ensemble_size, -1, -1)
         h = torch.cat([x, onehot.unsqueeze(0).expand(x.shape[0], -1, -1)], dim=-1)
         for i, layer in enumerate(self.mlp):
-            h = layer(h)
             if i < self.num_layers - 1:
-                h = torch.nn.functional.silu(h)
-        return self.reference_energy[species] + self.energy_scale * h.squeeze(-1)
+                h = torch.nn.functional.silu(layer(h))
+        return h
 
     def atomic_energies(self, species: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor,
                         vec: torch.Tensor, n_local: int) -> torch.Tensor:
